@@ -1,0 +1,190 @@
+"""``digits``: the command line, talking to the gateway over gRPC (``DIGITS_GATEWAY``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from digits.settings import get_settings
+from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2, recognizer_pb2_grpc, training_pb2, training_pb2_grpc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    with grpc.insecure_channel(args.gateway or settings.gateway) as channel:
+        client = Client(channel, settings.admin_token)
+        try:
+            return int(args.run(client, args) or 0)
+        except grpc.RpcError as error:
+            print(f"digits: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
+        except KeyboardInterrupt:
+            return 130
+
+
+class Client:
+    def __init__(self, channel: grpc.Channel, admin_token: str) -> None:
+        self.recognizer = recognizer_pb2_grpc.RecognizerStub(channel)
+        self.models = models_pb2_grpc.ModelsStub(channel)
+        self.training = training_pb2_grpc.TrainingStub(channel)
+        self.admin = (("authorization", f"Bearer {admin_token}"),)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digits", description="Talk to a Digits gateway.")
+    parser.add_argument("--gateway", help="host:port of the gateway's gRPC port (default: $DIGITS_GATEWAY)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    predict = commands.add_parser("predict", help="read the digit in each image file")
+    predict.add_argument("files", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.set_defaults(run=_predict)
+
+    retrain = commands.add_parser("retrain", help="enqueue a retrain job")
+    retrain.add_argument("--data", default="", help="sample, idx:DIR or openml (default: the trainer's DIGITS_DATA)")
+    retrain.add_argument("--seed", type=int, default=0)
+    retrain.add_argument("--limit", type=int, default=0, help="train on at most this many digits")
+    retrain.add_argument("--no-activate", action="store_true", help="register the winner without activating it")
+    retrain.add_argument("--timeout", type=int, default=0, help="give up after this many seconds")
+    retrain.add_argument("--wait", action="store_true", help="follow the job to its end with a progress bar")
+    retrain.set_defaults(run=_retrain)
+
+    jobs = commands.add_parser("jobs", help="list retrain jobs, or show / cancel one")
+    jobs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
+    jobs.add_argument("id", nargs="?")
+    jobs.set_defaults(run=_jobs)
+
+    models = commands.add_parser("models", help="list, show, activate or roll back model versions")
+    models.add_argument("action", nargs="?", choices=["list", "show", "activate", "rollback"], default="list")
+    models.add_argument("version", nargs="?")
+    models.add_argument("--reason", default="", help="recorded in the promotion log")
+    models.set_defaults(run=_models)
+    return parser
+
+
+def _predict(client: Client, args: argparse.Namespace) -> int:
+    failures = 0
+    for path in args.files:
+        try:
+            answer = client.recognizer.Predict(recognizer_pb2.PredictRequest(image=path.read_bytes()), timeout=30)
+        except (OSError, grpc.RpcError) as error:
+            failures += 1
+            reason = error.details() if isinstance(error, grpc.RpcError) else str(error)  # type: ignore[attr-defined]
+            _emit(args.json, {"file": str(path), "error": reason}, f"{path}: error: {reason}")
+            continue
+        row = {"file": str(path), "digit": answer.digit, "confidence": round(answer.confidence, 4),
+               "version": answer.version}
+        _emit(args.json, row, f"{path}: {answer.digit} (confidence {answer.confidence:.2f}, model {answer.version})")
+    return 1 if failures else 0
+
+
+def _emit(as_json: bool, row: dict[str, Any], text: str) -> None:
+    print(json.dumps(row) if as_json else text, flush=True)
+
+
+def _retrain(client: Client, args: argparse.Namespace) -> int:
+    job = client.training.Retrain(
+        training_pb2.RetrainRequest(data=args.data, seed=args.seed, limit=args.limit,
+                                    no_activate=args.no_activate, timeout_seconds=args.timeout),
+        metadata=client.admin, timeout=30,
+    )
+    print(f"job {job.id} enqueued")
+    if not args.wait:
+        return 0
+    for job in client.training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=client.admin):
+        progress_bar(job)
+    print()
+    if job.status != "finished":
+        print(f"job {job.id} {job.status}: {job.error}", file=sys.stderr)
+        return 1
+    print(job.outcome)
+    return 0
+
+
+def progress_bar(job: training_pb2.Job, width: int = 30) -> None:
+    filled = int(round(job.progress * width))
+    bar = "#" * filled + "-" * (width - filled)
+    print(f"\r[{bar}] {job.progress * 100:5.1f}%  {job.status}: {job.stage[:60]:<60}", end="", flush=True)
+
+
+def _jobs(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        reply = client.training.ListJobs(training_pb2.ListJobsRequest(), metadata=client.admin, timeout=30)
+        _table(["JOB", "STATUS", "STAGE", "VERSION", "ENQUEUED", "OUTCOME / ERROR"],
+               ([j.id[:12], j.status, j.stage[:30], j.version, j.enqueued_at, (j.outcome or j.error)[:80]]
+                for j in reply.jobs))
+        return 0
+    if not args.id:
+        print("digits jobs show|cancel needs a job id", file=sys.stderr)
+        return 2
+    request = training_pb2.GetJobRequest(id=args.id)
+    call = client.training.GetJob if args.action == "show" else client.training.CancelJob
+    job = call(request, metadata=client.admin, timeout=30)
+    print(json.dumps(_job_dict(job), indent=2))
+    return 0
+
+
+def _job_dict(job: training_pb2.Job) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status, "stage": job.stage, "progress": job.progress, "error": job.error,
+            "version": job.version, "outcome": job.outcome, "enqueued_at": job.enqueued_at,
+            "started_at": job.started_at, "ended_at": job.ended_at, "spec": json.loads(job.spec_json or "{}"),
+            "result": json.loads(job.result_json or "{}")}
+
+
+def _models(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        reply = client.models.ListModels(models_pb2.ListModelsRequest(), timeout=30)
+        _table(["", "VERSION", "KIND", "ACCURACY", "F1", "DATA", "CREATED"],
+               (["*" if m.active else "", m.version, m.kind, f"{m.accuracy:.4f}", f"{m.f1_weighted:.4f}",
+                 f"{m.dataset.source} ({m.dataset.size})", m.created_at] for m in reply.models))
+        return 0
+    if args.action == "rollback":
+        done = client.models.Rollback(models_pb2.RollbackRequest(reason=args.reason), metadata=client.admin,
+                                      timeout=30)
+        print(f"rolled back from {done.previous_version} to {done.active_version}")
+        return 0
+    if not args.version:
+        print(f"digits models {args.action} needs a version", file=sys.stderr)
+        return 2
+    if args.action == "activate":
+        done = client.models.ActivateModel(
+            models_pb2.ActivateModelRequest(version=args.version, reason=args.reason), metadata=client.admin,
+            timeout=60,
+        )
+        print(f"active: {done.active_version} (was {done.previous_version or 'none'})")
+        return 0
+    model = client.models.GetModel(models_pb2.GetModelRequest(version=args.version), timeout=30)
+    _show_model(model)
+    return 0
+
+
+def _show_model(model: models_pb2.Model) -> None:
+    metrics = json.loads(model.metrics_json or "{}")
+    print(f"{model.version}{' (active)' if model.active else ''}: {model.kind} {model.params_json}")
+    print(f"  trained {model.created_at} on {model.dataset.source}, {model.dataset.size} digits "
+          f"(sha256 {model.dataset.digest[:12]}), job {model.job_id}, code {model.code_version}")
+    print(f"  validation: accuracy {model.accuracy:.4f}, weighted F1 {model.f1_weighted:.4f} "
+          f"on {metrics.get('validation_size', '?')} digits; fit {metrics.get('fit_seconds', '?')} s")
+    if "n_support_vectors" in metrics:
+        print(f"  support vectors: {metrics['n_support_vectors']}")
+    per_class = metrics.get("f1_per_class") or []
+    if per_class:
+        print("  F1 by digit: " + "  ".join(f"{d}:{f:.3f}" for d, f in enumerate(per_class)))
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> None:
+    lines = [header, *rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

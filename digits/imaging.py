@@ -1,0 +1,337 @@
+"""Turn what a caller sends (raw pixels or an encoded picture) into the 28x28 digit the model expects.
+
+The model was trained on MNIST, so every input is made to look like an MNIST digit: light ink on a
+black background, the ink's bounding box scaled to 20 px on its longest side with anti-aliasing, and
+placed in a 28x28 field with its centre of mass at pixel (14, 14) — the procedure LeCun et al. used.
+
+Everything here treats the input as hostile: sizes are checked before any pixel is decoded, only a
+few well-known formats are parsed, and anything Pillow fails on comes back as ``InvalidInput``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import warnings
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from digits.errors import InvalidInput, TooLarge
+
+__all__ = ["MNIST_SIDE", "pixels_to_image", "read_image"]
+
+MNIST_SIDE = 28
+MNIST_PIXELS = MNIST_SIDE * MNIST_SIDE
+# MNIST fitted each digit into a 20x20 box, leaving a 4 px margin for centring by mass.
+DIGIT_BOX = 20
+# The centre of mass of MNIST digits sits at pixel index (14, 14) (measured: 13.99, 14.00).
+FIELD_CENTRE = MNIST_SIDE / 2
+
+# Pillow format ids we agree to parse; every other decoder stays out of reach of untrusted bytes.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+_ALLOWED_WORDS = "PNG, JPEG, BMP, GIF or WebP"
+
+# Ink must differ from the background by at least this many grey levels (of 255), so that a flat
+# image or faint sensor/JPEG noise is reported as "no digit" rather than blown up into a guess.
+MIN_CONTRAST = 24.0
+# After stretching, anything below this fraction of the strongest ink is background noise or paper
+# texture; MNIST backgrounds are exactly 0 and the model has never seen anything else.
+NOISE_FLOOR = 0.2
+# A transparent image whose opaque pixels cover less than this is a drawing (strokes on nothing);
+# more than this and it is a picture with transparent margins.
+DRAWING_MAX_COVERAGE = 0.5
+
+# Pillow raises many exception types on bad input; all of them mean "could not read the image".
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    struct.error,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    ZeroDivisionError,
+    OverflowError,
+    MemoryError,
+    RuntimeError,
+    zlib.error,
+)
+
+# Magic numbers of formats people commonly send, so the refusal can say what was sent.
+_KNOWN_OTHER_FORMATS = (
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"%PDF", "PDF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"8BPS", "PSD"),
+    (b"<svg", "SVG"),
+    (b"<?xml", "SVG/XML"),
+)
+
+FloatImage = npt.NDArray[np.float32]
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw pixels
+# ---------------------------------------------------------------------------------------------
+
+
+def pixels_to_image(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Validate 784 grayscale values (0..255, light ink on dark, row-major, as in MNIST).
+
+    Returns a float32 array of shape (784,); a 28x28 array is accepted and flattened row-major.
+    Raises InvalidInput for wrong count, NaN/inf, or values outside [0, 255].
+    """
+    arr = _as_number_array(values)
+    if arr.shape == (MNIST_SIDE, MNIST_SIDE):
+        arr = arr.reshape(-1)  # a 28x28 grid is the same thing, row-major
+    if arr.ndim != 1 or arr.size != MNIST_PIXELS:
+        got = arr.size if arr.ndim == 1 else f"an array of shape {arr.shape}"
+        raise InvalidInput(f"expected {MNIST_PIXELS} pixels ({MNIST_SIDE}x{MNIST_SIDE}), got {got}")
+    _check_pixel_values(arr)
+    return arr.astype(np.float32)
+
+
+def _as_number_array(values: Sequence[float] | np.ndarray) -> npt.NDArray[np.float64]:
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError) as exc:  # ragged nesting and the like
+        raise InvalidInput(f"pixels must be a flat list of numbers: {exc}") from None
+    if raw.dtype.kind not in "biuf":
+        raise InvalidInput(f"pixels must be numbers from 0 to 255, got values of type {raw.dtype}")
+    # float64 so the range check sees exactly what was sent (float32 would round 255.00001 to 255).
+    return raw.astype(np.float64)
+
+
+def _check_pixel_values(arr: npt.NDArray[np.float64]) -> None:
+    rule = "pixels must be finite numbers from 0 to 255"
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | (arr > 255))
+    if bad.size == 0:
+        return
+    index = int(bad[0])
+    value = float(arr[index])
+    if math.isnan(value):
+        what = "NaN"
+    elif math.isinf(value):
+        what = "infinite"
+    else:
+        what = f"{value:g}, outside 0..255"
+    raise InvalidInput(f"pixel {index} is {what}; {rule}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoded images
+# ---------------------------------------------------------------------------------------------
+
+
+def read_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """Decode an encoded image (PNG, JPEG, BMP, GIF, WebP; any size) into the digit the model expects.
+
+    Returned as float32 shape (784,) (28x28 row-major), values 0..255, light ink on a dark
+    background, exactly like MNIST.
+    Raises InvalidInput (not an image, wrong format, no digit in it) or TooLarge (bytes or pixels).
+    """
+    _check_byte_size(data, max_bytes)
+    grey, alpha = _decode(data, max_pixels)
+    if alpha is not None:
+        grey = _flatten_transparency(grey, alpha)
+    ink = _ink_on_black(grey)
+    return _mnist_layout(ink)
+
+
+def _check_byte_size(data: bytes, max_bytes: int) -> None:
+    if not isinstance(data, (bytes, bytearray)):
+        raise InvalidInput(f"the image must be bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise InvalidInput("the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is {len(data):,} bytes; the limit is {max_bytes:,}")
+
+
+def _decode(data: bytes, max_pixels: int) -> tuple[FloatImage, FloatImage | None]:
+    """Decode to grey levels 0..255 and, if the image has any transparency, alpha 0..1."""
+    # Pillow signals would-be decompression bombs with a warning below its hard limit; turn it into
+    # an exception so it cannot slip through (our own max_pixels check normally fires first anyway).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
+                _check_declared_size(im, max_pixels)
+                im.seek(0)  # animated GIF/WebP/PNG: the first frame is the picture
+                im.load()
+                upright = ImageOps.exif_transpose(im)
+                return _to_arrays(upright)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise TooLarge(
+                f"image has too many pixels to decode safely ({exc}); the limit is {max_pixels:,}"
+            ) from None
+        except UnidentifiedImageError:
+            raise InvalidInput(_unsupported_message(data)) from None
+        except _DECODE_ERRORS as exc:
+            raise InvalidInput(f"could not read the image: {_describe(exc)}") from None
+
+
+def _check_declared_size(im: Image.Image, max_pixels: int) -> None:
+    # Image.open only parsed the header, so this runs before a single pixel is decompressed.
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"could not read the image: it declares a size of {width}x{height}")
+    if width * height > max_pixels:
+        raise TooLarge(
+            f"image is {width:,}x{height:,} = {width * height:,} pixels; the limit is {max_pixels:,}"
+        )
+
+
+def _unsupported_message(data: bytes) -> str:
+    head = data[:8].lstrip()
+    for magic, name in _KNOWN_OTHER_FORMATS:
+        if head.startswith(magic):
+            return f"{name} images are not accepted; send a {_ALLOWED_WORDS} image"
+    return f"could not read the image: it is not a {_ALLOWED_WORDS} image (or it is damaged)"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+def _to_arrays(im: Image.Image) -> tuple[FloatImage, FloatImage | None]:
+    if im.mode in ("I", "F") or im.mode.startswith("I;"):
+        return _wide_grey(im), None
+    if im.has_transparency_data:
+        # RGBA first: it is the one conversion that honours every kind of transparency
+        # (alpha band, palette transparency, tRNS colour key).
+        la = im.convert("RGBA").convert("LA")
+        grey = np.asarray(la.getchannel("L"), dtype=np.float32)
+        alpha = np.asarray(la.getchannel("A"), dtype=np.float32) / 255.0
+        return grey, alpha
+    return np.asarray(im.convert("L"), dtype=np.float32), None
+
+
+def _wide_grey(im: Image.Image) -> FloatImage:
+    # 16/32-bit grey (16-bit PNG): Pillow's convert("L") clips instead of scaling, so scale here.
+    grey = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    top = 255.0 if float(grey.max(initial=0.0)) <= 255.0 else 65535.0
+    result: FloatImage = np.clip(grey * (255.0 / top), 0.0, 255.0).astype(np.float32)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Transparency and polarity
+# ---------------------------------------------------------------------------------------------
+
+
+def _flatten_transparency(grey: FloatImage, alpha: FloatImage) -> FloatImage:
+    """Composite onto the background the author meant; transparent means "nothing drawn here"."""
+    if float(alpha.min()) >= 254.0 / 255.0:
+        return grey  # alpha present but unused: an opaque image
+    weight = float(alpha.sum())
+    if weight < 1e-6:
+        raise InvalidInput("no digit found: the image is fully transparent")
+    if weight / alpha.size <= DRAWING_MAX_COVERAGE:
+        # A drawing exported from a canvas: strokes (of any one colour) on transparency. Put them on
+        # the colour that contrasts with the strokes, so alpha becomes ink coverage.
+        stroke_tone = float((grey * alpha).sum()) / weight
+        background = 255.0 if stroke_tone < 127.5 else 0.0
+    else:
+        # Mostly opaque: a picture with transparent margins. Fill the margins with the picture's own
+        # dominant tone (its paper), so they vanish instead of framing the digit.
+        background = float(np.median(grey[alpha >= 0.5])) if np.any(alpha >= 0.5) else 255.0
+    flat: FloatImage = (grey * alpha + background * (1.0 - alpha)).astype(np.float32)
+    return flat
+
+
+def _border_level(grey: FloatImage) -> float:
+    """The background tone: the median of the outer ring of pixels, where a digit rarely reaches."""
+    height, width = grey.shape
+    ring = max(1, min(height, width) // 20)
+    if 2 * ring >= min(height, width):
+        return float(np.median(grey))
+    sides = (grey[:ring], grey[-ring:], grey[ring:-ring, :ring], grey[ring:-ring, -ring:])
+    edges = np.concatenate([side.ravel() for side in sides])
+    return float(np.median(edges))
+
+
+def _ink_on_black(grey: FloatImage) -> FloatImage:
+    """Make ink light on a clean 0 background, ink peak 255, whatever the paper tone or polarity."""
+    background = _border_level(grey)
+    lightest, darkest = (float(v) for v in np.percentile(grey, [99.9, 0.1]))
+    dark_ink = background - darkest
+    light_ink = lightest - background
+    # Ink is whatever departs furthest from the background; on a tie, a light background means dark ink.
+    if dark_ink > light_ink or (dark_ink == light_ink and background > 127.5):
+        ink = background - grey
+    else:
+        ink = grey - background
+    ink = np.clip(ink, 0.0, None)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise InvalidInput(
+            f"no digit found: the image has no ink (nothing differs from the background by more than"
+            f" {peak:.0f} grey levels; at least {MIN_CONTRAST:.0f} are needed)"
+        )
+    ink *= 255.0 / peak
+    ink[ink < NOISE_FLOOR * 255.0] = 0.0
+    result: FloatImage = ink.astype(np.float32)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST layout: crop, fit to 20 px, centre by mass in 28x28
+# ---------------------------------------------------------------------------------------------
+
+
+def _mnist_layout(ink: FloatImage) -> np.ndarray:
+    digit = _fit_to_box(_crop_to_ink(ink))
+    field = _centre_by_mass(digit)
+    peak = float(field.max())
+    if peak <= 0.0:  # cannot happen after a successful crop, but never divide by zero
+        raise InvalidInput("no digit found: the image has no ink")
+    out: FloatImage = np.clip(field * (255.0 / peak), 0.0, 255.0).astype(np.float32)
+    # Resampling leaves a faint haze (1e-5 and the like) around the strokes; MNIST is 8-bit, so
+    # anything that would round to 0 there is 0 here.
+    out[out < 0.5] = 0.0
+    return out.reshape(-1)
+
+
+def _crop_to_ink(ink: FloatImage) -> FloatImage:
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise InvalidInput("no digit found: the image has no ink")
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _fit_to_box(digit: FloatImage) -> FloatImage:
+    """Scale so the longest side is 20 px, keeping the aspect ratio, anti-aliased like MNIST."""
+    height, width = digit.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Pillow's "F" mode keeps float precision; LANCZOS anti-aliases on the way down (it widens its
+    # kernel by the scale factor) and interpolates smoothly on the way up.
+    source = Image.fromarray(np.ascontiguousarray(digit, dtype=np.float32))
+    resized = source.resize(size, Image.Resampling.LANCZOS)
+    fitted: FloatImage = np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)
+    return fitted
+
+
+def _centre_by_mass(digit: FloatImage) -> FloatImage:
+    """Place the digit in a 28x28 field so its centre of mass lands on pixel (14, 14)."""
+    height, width = digit.shape
+    total = float(digit.sum())
+    rows, cols = np.indices(digit.shape, dtype=np.float64)
+    centre_row = float((rows * digit).sum()) / total if total > 0 else (height - 1) / 2
+    centre_col = float((cols * digit).sum()) / total if total > 0 else (width - 1) / 2
+    # Whole-pixel shift as in MNIST; clipped so a lopsided digit is never pushed off the field.
+    top = min(max(round(FIELD_CENTRE - centre_row), 0), MNIST_SIDE - height)
+    left = min(max(round(FIELD_CENTRE - centre_col), 0), MNIST_SIDE - width)
+    field = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    field[top : top + height, left : left + width] = digit
+    return field

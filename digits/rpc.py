@@ -1,0 +1,171 @@
+"""What every Digits gRPC server shares: errors mapped to status codes in one place, request metrics,
+health and reflection, and a shutdown that stops taking calls, drains, and exits within a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
+
+from digits.errors import DigitsError
+
+log = logging.getLogger(__name__)
+
+HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server, by method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+LATENCY = Histogram(
+    "grpc_server_handling_seconds", "Time to answer an RPC, from receipt to the last response.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Calls whose health is not a service's own business.
+_UNMEASURED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Turns DigitsError into its status code, hides unexpected errors behind INTERNAL, counts every call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(_UNMEASURED):
+            return handler
+        service, _, name = method.strip("/").rpartition("/")
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary, service, name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(handler.unary_stream, service, name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _unary(behavior: Any, service: str, method: str) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await behavior(request, context)
+        except BaseException as error:
+            code = _code_for(error, context)
+            await _abort_for(error, context, method)
+            raise
+        finally:
+            _observe(service, method, code, started)
+
+    return wrapped
+
+
+def _streaming(behavior: Any, service: str, method: str) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except BaseException as error:
+            code = _code_for(error, context)
+            await _abort_for(error, context, method)
+            raise
+        finally:
+            _observe(service, method, code, started)
+
+    return wrapped
+
+
+def _code_for(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    if isinstance(error, DigitsError):
+        return error.code
+    if isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort_for(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Abort the call with the status the error stands for (abort raises); leave the rest as they are."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit | grpc.aio.AbortError):
+        return
+    if isinstance(error, DigitsError):
+        log.info("call refused", extra={"method": method, "code": error.code.name, "reason": str(error)})
+        await context.abort(error.code, str(error))
+    log.exception("unexpected error", extra={"method": method})
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the service logged the details")
+
+
+def _observe(service: str, method: str, code: grpc.StatusCode, started: float) -> None:
+    HANDLED.labels(service, method, code.name).inc()
+    LATENCY.labels(service, method).observe(time.perf_counter() - started)
+
+
+def create_server(max_message_bytes: int) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[ServingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+
+
+def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:
+    """Health starts NOT_SERVING for every service; the caller says when it is ready."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    return servicer
+
+
+async def set_serving(servicer: health.aio.HealthServicer, names: Iterable[str], serving: bool) -> None:
+    """Set the health of the named services ("" is the server as a whole: alive and answering)."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in names:
+        await servicer.set(name, status)
+
+
+async def serve_until_signalled(
+    server: grpc.aio.Server, servicer: health.aio.HealthServicer, grace_seconds: float
+) -> None:
+    """Run until SIGTERM/SIGINT; then report NOT_SERVING, refuse new calls, drain in-flight ones, return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: not serving, draining", extra={"grace_seconds": grace_seconds})
+    await servicer.enter_graceful_shutdown()
+    await server.stop(grace_seconds)
+    log.info("stopped")
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    """Run a service's asyncio main on uvloop."""
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,76 @@
+"""All configuration, read once from the environment into one object.
+
+Variable names are the contracts in docs/DESIGN.md: the ports and targets keep their plain names
+(REDIS_URL, GATEWAY_GRPC_PORT, ...); everything else is DIGITS_*.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_REGISTRY_KEY = "digits-dev-registry-key"
+DEV_ADMIN_TOKEN = "digits-dev-admin-token"
+
+log = logging.getLogger(__name__)
+
+
+def _plain(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIGITS_", extra="ignore", frozen=True)
+
+    # Where things are.
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_plain("REDIS_URL"))
+    gateway_grpc_port: int = Field(50051, validation_alias=_plain("GATEWAY_GRPC_PORT"))
+    gateway_http_port: int = Field(8080, validation_alias=_plain("GATEWAY_HTTP_PORT"))
+    inference_port: int = Field(50052, validation_alias=_plain("INFERENCE_PORT"))
+    inference_target: str = Field("ipv4:127.0.0.1:50052", validation_alias=_plain("INFERENCE_TARGET"))
+    bind_host: str = "0.0.0.0"
+    gateway: str = "127.0.0.1:50051"  # where the CLI finds the gateway (DIGITS_GATEWAY)
+    metrics_port: int = 0  # inference's Prometheus port; 0 = none (the gateway serves /metrics on HTTP)
+
+    # Secrets. The development defaults keep `make up` a one-liner; services warn when they are used.
+    registry_key: str = DEV_REGISTRY_KEY
+    admin_token: str = DEV_ADMIN_TOKEN
+
+    # Data and training.
+    data: str = "sample"
+    cache_dir: Path = Path.home() / ".cache" / "digits"
+    job_timeout_seconds: int = 3600
+
+    # Input bounds: everything from outside is checked against these before any work is done.
+    max_image_bytes: int = 8_000_000
+    max_image_pixels: int = 40_000_000
+    max_batch_items: int = 1024
+
+    # Serving.
+    inference_timeout_seconds: float = 10.0  # used when the caller set no deadline
+    model_poll_seconds: float = 2.0  # how often replicas re-read digits:active besides pub/sub
+    shutdown_grace_seconds: float = 10.0
+    batch_max_size: int = 256
+    batch_max_wait_ms: float = 0.0
+
+    log_level: str = "INFO"
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC message accepted: one maximal image plus room for the envelope."""
+        return self.max_image_bytes + 64 * 1024
+
+    def warn_if_insecure(self) -> None:
+        if self.registry_key == DEV_REGISTRY_KEY:
+            log.warning("DIGITS_REGISTRY_KEY is the development default; set a secret key in production")
+        if self.admin_token == DEV_ADMIN_TOKEN:
+            log.warning("DIGITS_ADMIN_TOKEN is the development default; set a secret token in production")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,135 @@
+"""``python -m digits.stack up|down|status|logs|supervise`` (what ``make up`` and friends run)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from digits import healthcheck
+from digits.stack.local import REPO, LocalStack
+from digits.stack.supervisor import Supervisor
+
+RUN_DIR = REPO / ".run"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m digits.stack")
+    parser.add_argument("command", choices=["up", "down", "status", "logs", "supervise"])
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
+    parser.add_argument("--lines", type=int, default=30, help="logs: lines per service")
+    args = parser.parse_args(argv)
+    if docker_engine_answers() and args.command != "supervise":
+        return compose_mode(args.command)
+    stack = LocalStack.from_environment(args.run_dir)
+    return {"up": up, "down": down, "status": status, "logs": logs, "supervise": supervise}[args.command](
+        stack, args
+    )
+
+
+def docker_engine_answers() -> bool:
+    if os.environ.get("DIGITS_STACK", "") == "local":
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def compose_mode(command: str) -> int:
+    print("Docker engine found: running the stack with Docker Compose (DIGITS_STACK=local to run processes).")
+    compose = ["docker", "compose", "-f", str(REPO / "docker-compose.yml")]
+    verbs = {"up": ["up", "-d", "--build", "--wait"], "down": ["down"], "status": ["ps"], "logs": ["logs", "--tail", "50"]}
+    return subprocess.run([*compose, *verbs[command]], check=False).returncode
+
+
+def up(stack: LocalStack, args: argparse.Namespace) -> int:
+    print("No Docker engine answers: running the stack as local processes (logs and pids in "
+          f"{stack.run_dir.relative_to(REPO) if stack.run_dir.is_relative_to(REPO) else stack.run_dir}/).")
+    if stack.start():
+        print("Started redis, inference x%d, gateway and trainer." % len(stack.ports.inference))
+    else:
+        print("The stack is already running; nothing started twice.")
+    stack.wait_until_up(timeout=90)
+    if not stack.active_version():
+        data = stack.env.get("DIGITS_DATA", "sample")
+        print(f"The registry has no active model: training the production recipe on '{data}' ...")
+        job = stack.train_first_model(on_progress=_progress)
+        print()
+        if job.status != "finished":
+            print(f"Training failed: {job.error}", file=sys.stderr)
+            return 1
+        print(job.outcome)
+    stack.wait_until_serving(timeout=120)
+    sample = write_sample_digit(stack.run_dir)
+    print(f"""
+Digits is up (model {stack.active_version()}).
+  gRPC    127.0.0.1:{stack.ports.gateway_grpc}   (digits.v1.Recognizer / Models / Training, health, reflection)
+  HTTP    http://127.0.0.1:{stack.ports.gateway_http}/   (POST /api/predict, /metrics, /healthz)
+  Redis   {stack.ports.redis_url}
+Try:  .venv/bin/digits predict {sample.relative_to(REPO) if sample.is_relative_to(REPO) else sample}
+Stop: make down""")
+    return 0
+
+
+def _progress(job: object) -> None:
+    from digits.cli import progress_bar
+
+    progress_bar(job)  # type: ignore[arg-type]
+
+
+def write_sample_digit(run_dir: Path) -> Path:
+    """A real MNIST digit as a PNG (dark ink on white, like a scan), for the first command to try."""
+    from digits.datasets import load_sample
+
+    data = load_sample()
+    index = int(np.flatnonzero(data.labels == 7)[-1])
+    path = run_dir / "sample-7.png"
+    picture = 255 - data.pixels[index].reshape(28, 28)
+    Image.fromarray(picture.astype(np.uint8)).resize((140, 140), Image.Resampling.LANCZOS).save(path)
+    return path
+
+
+def down(stack: LocalStack, args: argparse.Namespace) -> int:
+    print("Stopped the local stack." if stack.stop() else "Nothing was running.")
+    return 0
+
+
+def status(stack: LocalStack, args: argparse.Namespace) -> int:
+    if stack.supervisor_pid() is None:
+        print("The local stack is not running (make up starts it).")
+        return 1
+    state = (stack.run_dir / "processes.json")
+    print(f"supervisor pid {stack.supervisor_pid()}; processes: {state.read_text() if state.exists() else '{}'}")
+    for name, address, service in [("gateway", stack.ports.gateway, ""),
+                                   ("gateway Predict", stack.ports.gateway, "digits.v1.Recognizer")]:
+        print(f"{name:16} {'SERVING' if healthcheck.is_serving(address, service) else 'NOT SERVING'}")
+    for port in stack.ports.inference:
+        ready = healthcheck.is_serving(f"127.0.0.1:{port}", "digits.v1.Recognizer")
+        print(f"inference :{port} {'SERVING' if ready else 'NOT SERVING'}")
+    print(f"active model     {stack.active_version() or 'none'}")
+    return 0
+
+
+def logs(stack: LocalStack, args: argparse.Namespace) -> int:
+    for path in sorted((stack.run_dir / "logs").glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()[-args.lines:]
+        print(f"==> {path.name} <==")
+        print("\n".join(lines))
+    return 0
+
+
+def supervise(stack: LocalStack, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
+    Supervisor(stack.processes(), stack.run_dir, REPO).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

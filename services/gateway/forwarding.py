@@ -1,0 +1,89 @@
+"""Recognizer calls forwarded to inference replicas, as raw bytes: the gateway never decodes them.
+
+One channel serves every call. Its service config balances round-robin over every address
+``INFERENCE_TARGET`` resolves to, retries UNAVAILABLE on another replica, and watches replica health
+so that a draining replica gets no new calls. The caller's deadline travels with the call.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from digits.v1 import recognizer_pb2 as pb
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+METHODS = ("Predict", "PredictBatch")
+
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": SERVICE},
+    "methodConfig": [
+        {
+            "name": [{"service": SERVICE}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.02s",
+                "maxBackoff": "0.2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+
+def inference_channel(target: str, max_message_bytes: int) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            # Re-resolve DNS often enough to see new replicas (dns:/// targets).
+            ("grpc.dns_min_time_between_resolutions_ms", 5000),
+        ],
+    )
+
+
+class Forwarder:
+    """Forwards raw Recognizer calls; also offers the typed Predict that the HTTP side uses."""
+
+    def __init__(self, channel: grpc.aio.Channel, default_timeout: float) -> None:
+        self._default_timeout = default_timeout
+        self._raw = {name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
+        self._predict = channel.unary_unary(
+            f"/{SERVICE}/Predict",
+            request_serializer=pb.PredictRequest.SerializeToString,
+            response_deserializer=pb.PredictResponse.FromString,
+        )
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE, {name: grpc.unary_unary_rpc_method_handler(self._forwarder(name)) for name in METHODS}
+        )
+
+    def _forwarder(self, name: str) -> Any:
+        call = self._raw[name]
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                response: bytes = await call(request, timeout=self._timeout(context.time_remaining()),
+                                             wait_for_ready=True)
+            except grpc.aio.AioRpcError as error:
+                await context.abort(error.code(), error.details() or "")
+            return response
+
+        return forward
+
+    async def predict(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
+        response: pb.PredictResponse = await self._predict(
+            request, timeout=self._timeout(timeout), wait_for_ready=True
+        )
+        return response
+
+    def _timeout(self, remaining: float | None) -> float:
+        return remaining if remaining is not None else self._default_timeout

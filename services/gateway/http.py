@@ -1,0 +1,131 @@
+"""The gateway's HTTP side: the web page, JSON predict, health and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from digits.errors import DigitsError, InvalidInput, http_status
+from digits.settings import Settings
+from digits.v1 import recognizer_pb2 as pb
+from services.gateway.forwarding import Forwarder
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+HTTP_REQUESTS = Counter(
+    "digits_http_requests_total", "HTTP requests answered by the gateway, by route and status.", ["route", "status"]
+)
+N_PIXELS = 784
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(forwarder: Forwarder, settings: Settings, is_serving: Callable[[], bool]) -> web.Application:
+    app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_json_errors])
+    app["forwarder"] = forwarder
+    app["is_serving"] = is_serving
+    app.router.add_get("/", _index)
+    app.router.add_static("/static", STATIC)
+    app.router.add_post("/api/predict", _predict)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON ``{"error": ...}`` with the status that fits; counted by route."""
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        response = await handler(request)
+    except DigitsError as error:
+        response = _error(http_status(error.code), str(error))
+    except grpc.aio.AioRpcError as error:
+        response = _error(http_status(error.code()), error.details() or error.code().name)
+    except web.HTTPRequestEntityTooLarge as error:
+        response = _error(413, f"the request body is too large: {error.text}")
+    except web.HTTPException as error:
+        response = _error(error.status, error.reason)
+    except Exception:
+        log.exception("unexpected error", extra={"route": route})
+        response = _error(500, "internal error; the gateway logged the details")
+    HTTP_REQUESTS.labels(route, str(response.status)).inc()
+    return response
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    serving = request.app["is_serving"]()
+    return web.json_response({"status": "serving" if serving else "not serving"}, status=200 if serving else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _predict(request: web.Request) -> web.Response:
+    predict_request = await _read_predict_request(request)
+    answer = await request.app["forwarder"].predict(predict_request)
+    body: dict[str, Any] = {
+        "digit": answer.digit,
+        "confidence": answer.confidence,
+        "probabilities": list(answer.probabilities),
+        "version": answer.version,
+    }
+    if answer.model_input:
+        body["model_input"] = list(answer.model_input)
+    return web.json_response(body)
+
+
+async def _read_predict_request(request: web.Request) -> pb.PredictRequest:
+    """Raw image bytes, a multipart upload (field ``image``) or JSON ``{"pixels": [784 numbers]}``."""
+    want_input = request.query.get("model_input", "") in {"1", "true", "yes"}
+    content_type = request.content_type
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        return pb.PredictRequest(image=await request.read(), return_model_input=want_input)
+    if content_type == "multipart/form-data":
+        return pb.PredictRequest(image=await _uploaded_image(request), return_model_input=want_input)
+    if content_type == "application/json":
+        return pb.PredictRequest(pixels=pb.Pixels(values=_pixels(await request.read())), return_model_input=want_input)
+    raise InvalidInput(
+        f"unsupported Content-Type {content_type!r}: send image/*, multipart/form-data with a field 'image', "
+        "or application/json with {\"pixels\": [784 numbers]}"
+    )
+
+
+async def _uploaded_image(request: web.Request) -> bytes:
+    reader = await request.multipart()
+    async for part in reader:
+        if getattr(part, "name", None) == "image":
+            return bytes(await part.read())  # type: ignore[union-attr]
+    raise InvalidInput("the multipart upload has no field named 'image'")
+
+
+def _pixels(body: bytes) -> list[float]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise InvalidInput(f"the body is not valid JSON: {str(error)[:200]}") from None
+    pixels = document.get("pixels") if isinstance(document, dict) else None
+    if not isinstance(pixels, list):
+        raise InvalidInput('expected a JSON object {"pixels": [784 numbers from 0 to 255]}')
+    if len(pixels) != N_PIXELS:
+        raise InvalidInput(f"expected {N_PIXELS} pixels (28x28), got {len(pixels)}")
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in pixels):
+        raise InvalidInput("every pixel must be a number from 0 to 255")
+    return [float(p) for p in pixels]

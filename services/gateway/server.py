@@ -1,0 +1,88 @@
+"""The gateway process: one event loop serving gRPC on :50051 and HTTP on :8080."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+import redis
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from digits import logs, rpc
+from digits.registry import Registry
+from digits.settings import get_settings
+from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
+from services.gateway import forwarding
+from services.gateway.http import create_app
+from services.gateway.models import Models
+from services.gateway.training import Training
+
+log = logging.getLogger(__name__)
+
+MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+TRAINING = training_pb2.DESCRIPTOR.services_by_name["Training"].full_name
+HEALTH_POLL_SECONDS = 1.0
+
+
+class InferenceHealth:
+    """Mirrors whether any inference replica is SERVING into the gateway's own health for Recognizer."""
+
+    def __init__(self, channel: grpc.aio.Channel, servicer: health.aio.HealthServicer) -> None:
+        self._check = health_pb2_grpc.HealthStub(channel).Check
+        self._servicer = servicer
+        self.serving = False
+
+    async def run(self) -> None:
+        while True:
+            serving = await self._probe()
+            if serving != self.serving:
+                self.serving = serving
+                await rpc.set_serving(self._servicer, [forwarding.SERVICE], serving)
+                log.info("inference health changed", extra={"serving": serving})
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+
+    async def _probe(self) -> bool:
+        try:
+            reply = await self._check(health_pb2.HealthCheckRequest(service=forwarding.SERVICE), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def main() -> None:
+    settings = get_settings()
+    logs.configure("gateway", settings.log_level)
+    settings.warn_if_insecure()
+    registry = Registry.from_url(settings.redis_url, settings.registry_key, timeout=2.0)
+    connection = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+    channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
+    forwarder = forwarding.Forwarder(channel, settings.inference_timeout_seconds)
+    server = rpc.create_server(settings.max_message_bytes)
+    health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING])
+    server.add_generic_rpc_handlers([forwarder.handler()])
+    models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, settings), server)
+    training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
+    await rpc.set_serving(health_servicer, ["", MODELS, TRAINING], True)
+    await rpc.set_serving(health_servicer, [forwarding.SERVICE], False)
+    grpc_address = f"{settings.bind_host}:{settings.gateway_grpc_port}"
+    server.add_insecure_port(grpc_address)
+    await server.start()
+
+    inference_health = InferenceHealth(channel, health_servicer)
+    watching = asyncio.create_task(inference_health.run())
+    runner = web.AppRunner(create_app(forwarder, settings, lambda: inference_health.serving), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.bind_host, settings.gateway_http_port).start()
+    log.info("gateway listening", extra={"grpc": grpc_address, "http_port": settings.gateway_http_port,
+                                         "inference_target": settings.inference_target})
+
+    await rpc.serve_until_signalled(server, health_servicer, settings.shutdown_grace_seconds)
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+    await runner.cleanup()
+    await channel.close()

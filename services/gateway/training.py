@@ -1,0 +1,111 @@
+"""The Training service: retrain jobs on the RQ queue, watched and cancelled through the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from redis import Redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from digits import jobs
+from digits.errors import NotFound
+from digits.settings import Settings
+from digits.v1 import training_pb2 as pb
+from digits.v1 import training_pb2_grpc as pb_grpc
+from services.gateway.auth import require_admin
+from services.gateway.blocking import off_loop
+
+log = logging.getLogger(__name__)
+
+WATCH_POLL_SECONDS = 0.25
+
+
+class Training(pb_grpc.TrainingServicer):
+    def __init__(self, connection: Redis, settings: Settings) -> None:
+        self._redis = connection
+        self._queue = Queue(jobs.QUEUE, connection=connection)
+        self._settings = settings
+
+    async def Retrain(self, request: pb.RetrainRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        require_admin(context, self._settings.admin_token)
+        spec = jobs.RetrainSpec(
+            data=request.data, seed=request.seed, validation_fraction=request.validation_fraction or 0.2,
+            no_activate=request.no_activate, limit=request.limit,
+        )
+        timeout = request.timeout_seconds or self._settings.job_timeout_seconds
+        job = await off_loop(self._enqueue, spec, timeout)
+        log.info("retrain enqueued", extra={"job": job.id, "spec": spec.to_dict()})
+        return to_proto(await off_loop(jobs.view, job))
+
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        require_admin(context, self._settings.admin_token)
+        return to_proto(await off_loop(self._view, request.id))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        require_admin(context, self._settings.admin_token)
+        views = await off_loop(self._recent, min(request.limit or 20, 200))
+        return pb.ListJobsResponse(jobs=[to_proto(v) for v in views])
+
+    async def WatchJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Job]:
+        require_admin(context, self._settings.admin_token)
+        last = None
+        while True:
+            current = to_proto(await off_loop(self._view, request.id))
+            if current != last:
+                yield current
+                last = current
+            if current.status in {s.value for s in jobs.TERMINAL}:
+                return
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+
+    async def CancelJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        require_admin(context, self._settings.admin_token)
+        await off_loop(self._cancel, request.id)
+        log.info("retrain cancelled", extra={"job": request.id})
+        return to_proto(await off_loop(self._view, request.id))
+
+    # -- blocking helpers (run off the event loop) --------------------------------------------------
+
+    def _enqueue(self, spec: jobs.RetrainSpec, timeout: int) -> Job:
+        job = self._queue.enqueue(
+            jobs.RETRAIN_FUNCTION, spec.to_dict(), job_timeout=timeout,
+            result_ttl=30 * 24 * 3600, failure_ttl=30 * 24 * 3600, description="retrain",
+        )
+        self._redis.zadd(jobs.JOBS_KEY, {job.id: time.time()})
+        return job
+
+    def _fetch(self, job_id: str) -> Job:
+        try:
+            return Job.fetch(job_id, connection=self._redis)
+        except NoSuchJobError:
+            raise NotFound(f"no job {job_id!r}") from None
+
+    def _view(self, job_id: str) -> jobs.JobView:
+        return jobs.view(self._fetch(job_id))
+
+    def _recent(self, limit: int) -> list[jobs.JobView]:
+        ids = [i.decode() for i in self._redis.zrevrange(jobs.JOBS_KEY, 0, limit - 1)]
+        return [jobs.view(job) for job in Job.fetch_many(ids, connection=self._redis) if job is not None]
+
+    def _cancel(self, job_id: str) -> None:
+        job = self._fetch(job_id)
+        status = job.get_status()
+        if status == JobStatus.STARTED:
+            send_stop_job_command(self._redis, job_id)
+        elif status not in jobs.TERMINAL:
+            job.cancel()
+
+
+def to_proto(job: jobs.JobView) -> pb.Job:
+    return pb.Job(
+        id=job.id, status=job.status, stage=job.stage, progress=job.progress, error=job.error,
+        version=job.version, outcome=job.outcome, enqueued_at=job.enqueued_at, started_at=job.started_at,
+        ended_at=job.ended_at, spec_json=jobs.to_json(job.spec), result_json=jobs.to_json(job.result),
+    )

@@ -1,0 +1,4 @@
+from digits.rpc import run
+from services.inference.server import main
+
+run(main)

@@ -1,0 +1,122 @@
+"""Adaptive micro-batching: concurrent predictions share one model call.
+
+Requests queue their rows; one worker takes everything that is waiting (up to ``max_size`` rows) and
+runs it as one matrix product off the event loop. While the model computes, new requests queue up and
+form the next batch, so batches grow with load by themselves. A lone request is never held back:
+``max_wait`` applies only while other requests are known to be on their way (being decoded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import Histogram
+
+from services.inference.active_model import Loaded
+
+BATCH_ROWS = Histogram(
+    "digits_batch_rows", "Rows per model call after coalescing.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+)
+
+Result = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+
+@dataclass
+class _Pending:
+    loaded: Loaded
+    rows: npt.NDArray[np.float32]
+    future: asyncio.Future[Result] = field(repr=False)
+
+
+class MicroBatcher:
+    def __init__(self, max_size: int, max_wait_seconds: float) -> None:
+        self._max_size = max_size
+        self._max_wait = max_wait_seconds
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")  # BLAS brings its own threads
+        self._worker: asyncio.Task[None] | None = None
+        self._arriving = 0
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request that will reach ``predict`` soon (it is being decoded)."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+
+    async def predict(self, loaded: Loaded, rows: npt.NDArray[np.float32]) -> Result:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(loaded, rows, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            # Abandoned calls (client gone, deadline passed) cost nothing more.
+            batch = [p for p in batch if not p.future.done()]
+            for group in _by_model(batch):
+                await self._compute(group)
+
+    async def _collect(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        rows = len(batch[0].rows)
+        deadline = time.monotonic() + self._max_wait
+        while rows < self._max_size:
+            if self._queue.empty():
+                remaining = deadline - time.monotonic()
+                if self._arriving == 0 or remaining <= 0:
+                    break
+                try:
+                    pending = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                pending = self._queue.get_nowait()
+            batch.append(pending)
+            rows += len(pending.rows)
+        return batch
+
+    async def _compute(self, group: list[_Pending]) -> None:
+        model = group[0].loaded.model
+        stacked = np.concatenate([p.rows for p in group]) if len(group) > 1 else group[0].rows
+        BATCH_ROWS.observe(len(stacked))
+        loop = asyncio.get_running_loop()
+        try:
+            labels, probabilities = await loop.run_in_executor(self._model_thread, model.predict, stacked)
+        except Exception as error:
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        start = 0
+        for pending in group:
+            end = start + len(pending.rows)
+            if not pending.future.done():
+                pending.future.set_result((labels[start:end], probabilities[start:end]))
+            start = end
+
+
+def _by_model(batch: list[_Pending]) -> list[list[_Pending]]:
+    """Split a batch by the model each request started with (only differs during a swap)."""
+    groups: dict[int, list[_Pending]] = {}
+    for pending in batch:
+        groups.setdefault(id(pending.loaded), []).append(pending)
+    return list(groups.values())
