@@ -12,7 +12,14 @@ from typing import Any
 import grpc
 
 from digits.settings import get_settings
-from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2, recognizer_pb2_grpc, training_pb2, training_pb2_grpc
+from digits.v1 import (
+    models_pb2,
+    models_pb2_grpc,
+    recognizer_pb2,
+    recognizer_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.run(client, args) or 0)
         except grpc.RpcError as error:
-            print(f"digits: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"digits: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130
@@ -76,7 +83,7 @@ def _predict(client: Client, args: argparse.Namespace) -> int:
             answer = client.recognizer.Predict(recognizer_pb2.PredictRequest(image=path.read_bytes()), timeout=30)
         except (OSError, grpc.RpcError) as error:
             failures += 1
-            reason = error.details() if isinstance(error, grpc.RpcError) else str(error)  # type: ignore[attr-defined]
+            reason = error.details() if isinstance(error, grpc.RpcError) else str(error)
             _emit(args.json, {"file": str(path), "error": reason}, f"{path}: error: {reason}")
             continue
         row = {"file": str(path), "digit": answer.digit, "confidence": round(answer.confidence, 4),
@@ -98,8 +105,9 @@ def _retrain(client: Client, args: argparse.Namespace) -> int:
     print(f"job {job.id} enqueued")
     if not args.wait:
         return 0
-    for job in client.training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=client.admin):
-        progress_bar(job)
+    for update in client.training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=client.admin):
+        progress_bar(update)
+        job = update
     print()
     if job.status != "finished":
         print(f"job {job.id} {job.status}: {job.error}", file=sys.stderr)
@@ -109,7 +117,7 @@ def _retrain(client: Client, args: argparse.Namespace) -> int:
 
 
 def progress_bar(job: training_pb2.Job, width: int = 30) -> None:
-    filled = int(round(job.progress * width))
+    filled = round(job.progress * width)
     bar = "#" * filled + "-" * (width - filled)
     print(f"\r[{bar}] {job.progress * 100:5.1f}%  {job.status}: {job.stage[:60]:<60}", end="", flush=True)
 

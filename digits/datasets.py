@@ -46,6 +46,29 @@ class Dataset:
         return {"source": self.source, "size": self.size, "digest": self.digest}
 
 
+@dataclass(frozen=True)
+class Split:
+    """The digits a job trains on and the digits it is judged on (float32 pixels, 0..255)."""
+
+    x_train: npt.NDArray[np.float32]
+    y_train: npt.NDArray[np.int64]
+    x_val: npt.NDArray[np.float32]
+    y_val: npt.NDArray[np.int64]
+
+
+def split(data: Dataset, *, seed: int, validation_fraction: float, limit: int = 0) -> Split:
+    """Stratified and seeded: the same arguments on the same data give the same split, in any process."""
+    from sklearn.model_selection import train_test_split
+
+    pixels, labels = data.pixels, data.labels
+    if limit and limit < len(labels):
+        pixels, _, labels, _ = train_test_split(pixels, labels, train_size=limit, stratify=labels, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        pixels, labels, test_size=validation_fraction, stratify=labels, random_state=seed
+    )
+    return Split(x_train.astype(np.float32), y_train, x_val.astype(np.float32), y_val)
+
+
 def load(spec: str, *, cache_dir: Path) -> Dataset:
     if spec == "sample":
         return load_sample()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import grpc
 
-
 # The HTTP status that stands for each gRPC code, for the gateway's JSON endpoints.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,

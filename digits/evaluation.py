@@ -22,7 +22,7 @@ def evaluate(model: DigitModel, pixels: npt.NDArray[np.float32], labels: npt.NDA
         "f1_weighted": float(f1_score(labels, predicted, average="weighted")),
         "f1_per_class": [float(f) for f in f1_score(labels, predicted, average=None, labels=classes)],
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
-        "validation_size": int(len(labels)),
+        "validation_size": len(labels),
         "predict_ms_per_image": 1000.0 * seconds / max(len(labels), 1),
         **model.describe(),
     }

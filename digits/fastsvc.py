@@ -96,8 +96,9 @@ class FastSVC:
 
     Kernel in float32, pairwise sums in float64 (see the module docstring). Built from a fitted
     ``SVC``/``NuSVC`` with ``kernel="rbf"``; holds only numpy arrays, so it pickles and shares
-    like any array bundle. Thread count (threadpoolctl / OPENBLAS_NUM_THREADS)
-    changes speed only, never results beyond float32 summation order.
+    like any array bundle. Thread count (threadpoolctl / OPENBLAS_NUM_THREADS) changes speed
+    only, never results beyond float32 summation order. Immutable after construction, so one
+    instance can serve concurrent threads.
     """
 
     def __init__(
@@ -117,9 +118,10 @@ class FastSVC:
         """
         sv64 = np.asarray(support_vectors, dtype=np.float64)
         self._sv: F32 = np.ascontiguousarray(sv64, dtype=np.float32)
-        # Squared norms from the float64 SVs: one rounding instead of 784 float32 additions.
-        self._sv_sq_norms: F32 = np.einsum("ij,ij->i", sv64, sv64).astype(np.float32)
         self._gamma = float(gamma)
+        # gamma * |sv|^2 once, from the float64 SVs: one rounding, and no per-call temporary.
+        sv_sq_norms = np.einsum("ij,ij->i", sv64, sv64)
+        self._gamma_sv_sq_norms: F32 = (self._gamma * sv_sq_norms).astype(np.float32)
         counts = np.asarray(n_support, dtype=np.intp)
         self._coef = _pair_coef_matrix(np.asarray(dual_coef, dtype=np.float64), counts)
         self._intercept: F64 = np.asarray(intercept, dtype=np.float64).reshape(-1)
@@ -177,7 +179,7 @@ class FastSVC:
         # output once avoids a separate pass to form the distances.
         block: F32 = rows @ self._sv.T
         block *= np.float32(2.0 * self._gamma)
-        block -= np.float32(self._gamma) * self._sv_sq_norms
+        block -= self._gamma_sv_sq_norms
         row_sq_norms = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
         block -= (self._gamma * row_sq_norms).astype(np.float32)[:, None]
         # Cancellation can make a near-zero distance slightly negative: clip it (exponent <= 0).

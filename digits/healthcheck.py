@@ -26,7 +26,8 @@ def main(argv: list[str]) -> int:
     if not 1 <= len(argv) <= 2:
         print("usage: python -m digits.healthcheck HOST:PORT [SERVICE]", file=sys.stderr)
         return 2
-    return 0 if is_serving(*argv) else 1
+    address, service = argv[0], argv[1] if len(argv) == 2 else ""
+    return 0 if is_serving(address, service) else 1
 
 
 if __name__ == "__main__":

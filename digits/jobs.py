@@ -60,7 +60,7 @@ class Progress:
         if self._job is None:
             return
         self._job.meta.update({"stage": stage, "progress": round(fraction, 4), **extra})
-        self._job.save_meta()
+        self._job.save_meta()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import io
 import json
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 import joblib
 import redis
+from redis.typing import EncodableT, FieldT
 
 from digits.errors import FailedPrecondition, IntegrityError, NotFound
 
@@ -230,7 +232,7 @@ class Registry:
             raise NotFound(f"model {version} is not registered")
         return ModelRecord.from_hash(raw)
 
-    def list(self, limit: int = 50) -> list[ModelRecord]:
+    def list(self, limit: int = 50) -> builtins.list[ModelRecord]:
         """Most recent first; reads metadata only."""
         versions = [_text(v) for v in self._redis.zrevrange(MODELS_KEY, 0, max(limit, 1) - 1)]
         with self._redis.pipeline(transaction=False) as batch:
@@ -264,9 +266,11 @@ class Registry:
         self._signer.verify(blob, record)
         return record
 
-    def promotions(self, count: int = 100) -> list[Promotion]:
+    def promotions(self, count: int = 100) -> builtins.list[Promotion]:
         """The promotion log, most recent first."""
-        entries = self._redis.xrevrange(PROMOTIONS_KEY, count=count)
+        entries: builtins.list[tuple[bytes, dict[bytes, bytes]]] = self._redis.xrevrange(  # type: ignore[assignment]
+            PROMOTIONS_KEY, count=count
+        )
         return [_promotion(entry_id, fields) for entry_id, fields in entries]
 
     def _activated_from(self, version: str) -> str:
@@ -277,7 +281,7 @@ class Registry:
         return ""
 
 
-def _to_hash(record: ModelRecord) -> dict[str, str | int]:
+def _to_hash(record: ModelRecord) -> dict[FieldT, EncodableT]:
     return {
         "version": record.version, "kind": record.kind, "params": json.dumps(record.params),
         "metrics": json.dumps(record.metrics), "dataset": json.dumps(record.dataset),

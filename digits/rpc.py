@@ -8,8 +8,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +19,13 @@ from prometheus_client import Counter, Histogram
 from digits.errors import DigitsError
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
+    Handler = grpc.RpcMethodHandler
 
 HANDLED = Counter(
     "grpc_server_handled_total", "RPCs completed on the server, by method and status code.",
@@ -34,14 +41,14 @@ LATENCY = Histogram(
 _UNMEASURED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServingInterceptor(grpc.aio.ServerInterceptor):
     """Turns DigitsError into its status code, hides unexpected errors behind INTERNAL, counts every call."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(details)
         method: str = details.method
         if handler is None or method.startswith(_UNMEASURED):
@@ -63,7 +70,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def _unary(behavior: Any, service: str, method: str) -> Any:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapped(request: Any, context: Context) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -79,7 +86,7 @@ def _unary(behavior: Any, service: str, method: str) -> Any:
 
 
 def _streaming(behavior: Any, service: str, method: str) -> Any:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -95,7 +102,7 @@ def _streaming(behavior: Any, service: str, method: str) -> Any:
     return wrapped
 
 
-def _code_for(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def _code_for(error: BaseException, context: Context) -> grpc.StatusCode:
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED
     if isinstance(error, DigitsError):
@@ -106,7 +113,7 @@ def _code_for(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.S
     return grpc.StatusCode.INTERNAL
 
 
-async def _abort_for(error: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+async def _abort_for(error: BaseException, context: Context, method: str) -> None:
     """Abort the call with the status the error stands for (abort raises); leave the rest as they are."""
     if isinstance(error, asyncio.CancelledError | GeneratorExit | grpc.aio.AbortError):
         return
@@ -164,7 +171,7 @@ async def serve_until_signalled(
     log.info("stopped")
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run a service's asyncio main on uvloop."""
     import uvloop
 

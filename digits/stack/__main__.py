@@ -45,7 +45,9 @@ def docker_engine_answers() -> bool:
 def compose_mode(command: str) -> int:
     print("Docker engine found: running the stack with Docker Compose (DIGITS_STACK=local to run processes).")
     compose = ["docker", "compose", "-f", str(REPO / "docker-compose.yml")]
-    verbs = {"up": ["up", "-d", "--build", "--wait"], "down": ["down"], "status": ["ps"], "logs": ["logs", "--tail", "50"]}
+    verbs = {
+        "up": ["up", "-d", "--build", "--wait"], "down": ["down"], "status": ["ps"], "logs": ["logs", "--tail", "50"],
+    }
     return subprocess.run([*compose, *verbs[command]], check=False).returncode
 
 
@@ -53,7 +55,7 @@ def up(stack: LocalStack, args: argparse.Namespace) -> int:
     print("No Docker engine answers: running the stack as local processes (logs and pids in "
           f"{stack.run_dir.relative_to(REPO) if stack.run_dir.is_relative_to(REPO) else stack.run_dir}/).")
     if stack.start():
-        print("Started redis, inference x%d, gateway and trainer." % len(stack.ports.inference))
+        print(f"Started redis, inference x{len(stack.ports.inference)}, gateway and trainer.")
     else:
         print("The stack is already running; nothing started twice.")
     stack.wait_until_up(timeout=90)

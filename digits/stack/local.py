@@ -29,6 +29,8 @@ from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_gr
 
 REPO = Path(__file__).resolve().parents[2]
 RECOGNIZER = "digits.v1.Recognizer"
+# What a process needs from the caller's environment besides what compose gives it.
+_INHERITED = {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"}
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,14 @@ def redis_server() -> str:
 def plan(services: Mapping[str, compose.ServiceSpec], ports: Ports, run_dir: Path,
          base_env: Mapping[str, str]) -> list[ProcessSpec]:
     """The processes to run, in start order: redis, inference replicas, gateway, trainer."""
-    inherited = {k: v for k, v in base_env.items() if k in {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE",
-                                                           "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"}}
+    inherited = {k: v for k, v in base_env.items() if k in _INHERITED}
+    common = inherited | _passed(base_env)
     specs = [_redis(services["redis"], ports, run_dir, inherited)]
     for replica, port in enumerate(ports.inference, start=1):
         env = _network(services["inference"].environment, ports) | {"INFERENCE_PORT": str(port)}
-        specs.append(ProcessSpec(f"inference-{replica}", _python(services["inference"]), inherited | _passed(base_env) | env))
+        specs.append(ProcessSpec(f"inference-{replica}", _python(services["inference"]), common | env))
     for name in ("gateway", "trainer"):
-        env = _network(services[name].environment, ports)
-        specs.append(ProcessSpec(name, _python(services[name]), inherited | _passed(base_env) | env))
+        specs.append(ProcessSpec(name, _python(services[name]), common | _network(services[name].environment, ports)))
     return specs
 
 
@@ -212,9 +213,10 @@ class LocalStack:
         with grpc.insecure_channel(self.ports.gateway) as channel:
             training = training_pb2_grpc.TrainingStub(channel)
             job = training.Retrain(training_pb2.RetrainRequest(data=data), metadata=admin, timeout=30)
-            for job in training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=timeout):
+            for update in training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=timeout):
                 if on_progress:
-                    on_progress(job)
+                    on_progress(update)
+                job = update
         return job
 
     def redis_client(self) -> redis.Redis:

@@ -7,6 +7,7 @@ Each process runs in its own process group, so stopping it also stops whatever i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -79,10 +80,8 @@ class Child:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class Supervisor:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import hmac
 import logging
 
-import grpc
-
 from digits.errors import Unauthenticated
+from digits.rpc import Context
 
 log = logging.getLogger(__name__)
 
 SCHEME = "bearer "
 
 
-def require_admin(context: grpc.aio.ServicerContext, token: str) -> None:
+def require_admin(context: Context, token: str) -> None:
     """Raise Unauthenticated unless the call carries ``authorization: Bearer <token>``."""
     header = dict(context.invocation_metadata() or ()).get("authorization", "")
     if not isinstance(header, str) or not header.lower().startswith(SCHEME):

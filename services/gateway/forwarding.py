@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from digits.rpc import Context
 from digits.v1 import recognizer_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
@@ -54,7 +55,7 @@ class Forwarder:
 
     def __init__(self, channel: grpc.aio.Channel, default_timeout: float) -> None:
         self._default_timeout = default_timeout
-        self._raw = {name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
+        self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
         self._predict = channel.unary_unary(
             f"/{SERVICE}/Predict",
             request_serializer=pb.PredictRequest.SerializeToString,
@@ -69,7 +70,7 @@ class Forwarder:
     def _forwarder(self, name: str) -> Any:
         call = self._raw[name]
 
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def forward(request: bytes, context: Context) -> bytes:
             try:
                 response: bytes = await call(request, timeout=self._timeout(context.time_remaining()),
                                              wait_for_ready=True)

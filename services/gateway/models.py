@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-import grpc
-
 from digits.errors import FailedPrecondition
 from digits.registry import ModelRecord, Registry
+from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import models_pb2 as pb
 from digits.v1 import models_pb2_grpc as pb_grpc
@@ -23,30 +22,31 @@ class Models(pb_grpc.ModelsServicer):
         self._registry = registry
         self._settings = settings
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         limit = min(request.limit or 50, 1000)
         records = await off_loop(self._registry.list, limit)
         active = await off_loop(self._registry.active_version) or ""
         return pb.ListModelsResponse(models=[to_proto(r, active) for r in records], active_version=active)
 
-    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.Model:
+    async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
         record = await off_loop(self._registry.get, request.version, with_report=False)
         active = await off_loop(self._registry.active_version) or ""
         return to_proto(record, active)
 
-    async def ActivateModel(self, request: pb.ActivateModelRequest, context: grpc.aio.ServicerContext) -> pb.Activation:
+    async def ActivateModel(self, request: pb.ActivateModelRequest, context: Context) -> pb.Activation:
         require_admin(context, self._settings.admin_token)
         # Refuse a blob that would not load before pointing every replica at it.
         await off_loop(self._registry.verify, request.version)
         current = await off_loop(self._registry.active_version)
         why = request.reason or "manual activation"
-        if current != request.version:
-            if not await off_loop(self._registry.activate, request.version, expected=current, why=why):
-                raise FailedPrecondition("another promotion changed the active model at the same moment; retry")
+        if current != request.version and not await off_loop(
+            self._registry.activate, request.version, expected=current, why=why
+        ):
+            raise FailedPrecondition("another promotion changed the active model at the same moment; retry")
         log.info("model activated", extra={"from": current, "to": request.version, "why": why})
         return pb.Activation(previous_version=current or "", active_version=request.version)
 
-    async def Rollback(self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext) -> pb.Activation:
+    async def Rollback(self, request: pb.RollbackRequest, context: Context) -> pb.Activation:
         require_admin(context, self._settings.admin_token)
         previous, active = await off_loop(self._registry.rollback, why=request.reason or "manual rollback")
         log.info("model rolled back", extra={"from": previous, "to": active})

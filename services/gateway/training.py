@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import grpc
 from redis import Redis
 from rq import Queue
 from rq.command import send_stop_job_command
@@ -16,6 +15,7 @@ from rq.job import Job, JobStatus
 
 from digits import jobs
 from digits.errors import NotFound
+from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import training_pb2 as pb
 from digits.v1 import training_pb2_grpc as pb_grpc
@@ -33,7 +33,7 @@ class Training(pb_grpc.TrainingServicer):
         self._queue = Queue(jobs.QUEUE, connection=connection)
         self._settings = settings
 
-    async def Retrain(self, request: pb.RetrainRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+    async def Retrain(self, request: pb.RetrainRequest, context: Context) -> pb.Job:
         require_admin(context, self._settings.admin_token)
         spec = jobs.RetrainSpec(
             data=request.data, seed=request.seed, validation_fraction=request.validation_fraction or 0.2,
@@ -44,16 +44,16 @@ class Training(pb_grpc.TrainingServicer):
         log.info("retrain enqueued", extra={"job": job.id, "spec": spec.to_dict()})
         return to_proto(await off_loop(jobs.view, job))
 
-    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         require_admin(context, self._settings.admin_token)
         return to_proto(await off_loop(self._view, request.id))
 
-    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         require_admin(context, self._settings.admin_token)
         views = await off_loop(self._recent, min(request.limit or 20, 200))
         return pb.ListJobsResponse(jobs=[to_proto(v) for v in views])
 
-    async def WatchJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Job]:
+    async def WatchJob(self, request: pb.GetJobRequest, context: Context) -> AsyncIterator[pb.Job]:
         require_admin(context, self._settings.admin_token)
         last = None
         while True:
@@ -65,7 +65,7 @@ class Training(pb_grpc.TrainingServicer):
                 return
             await asyncio.sleep(WATCH_POLL_SECONDS)
 
-    async def CancelJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+    async def CancelJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         require_admin(context, self._settings.admin_token)
         await off_loop(self._cancel, request.id)
         log.info("retrain cancelled", extra={"job": request.id})
@@ -91,7 +91,7 @@ class Training(pb_grpc.TrainingServicer):
         return jobs.view(self._fetch(job_id))
 
     def _recent(self, limit: int) -> list[jobs.JobView]:
-        ids = [i.decode() for i in self._redis.zrevrange(jobs.JOBS_KEY, 0, limit - 1)]
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self._redis.zrevrange(jobs.JOBS_KEY, 0, limit - 1)]
         return [jobs.view(job) for job in Job.fetch_many(ids, connection=self._redis) if job is not None]
 
     def _cancel(self, job_id: str) -> None:

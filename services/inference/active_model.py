@@ -44,7 +44,7 @@ def load_and_warm(registry: Registry, version: str) -> Loaded:
     if not isinstance(model, DigitModel):
         raise DigitsError(f"model {version} is a {type(model).__name__}, not a DigitModel")
     model.prepare()
-    labels, probabilities = model.predict(np.zeros((1, 784), dtype=np.float32))
+    _, probabilities = model.predict(np.zeros((1, 784), dtype=np.float32))
     if probabilities.shape != (1, 10) or not np.isfinite(probabilities).all():
         raise DigitsError(f"model {version} answered a warm-up call with {probabilities.shape} probabilities")
     return Loaded(version, model)
@@ -81,7 +81,7 @@ class ModelFollower:
                 await self._wait_for_event(pubsub)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await events.aclose()
 
     async def _wait_for_event(self, pubsub: aioredis.client.PubSub) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 import prometheus_client
@@ -14,6 +13,7 @@ import prometheus_client
 from digits import imaging, logs, rpc
 from digits.errors import InvalidInput, TooLarge
 from digits.registry import Registry
+from digits.rpc import Context
 from digits.settings import Settings, get_settings
 from digits.v1 import recognizer_pb2 as pb
 from digits.v1 import recognizer_pb2_grpc as pb_grpc
@@ -33,7 +33,7 @@ class Recognizer(pb_grpc.RecognizerServicer):
         # Decoding releases the GIL in Pillow's C code, so a small pool keeps it off the event loop.
         self._decoders = ThreadPoolExecutor(2, thread_name_prefix="decode")
 
-    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+    async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
         loaded = self._follower.require()
         with self._batcher.arriving():
             row = await self._read(request)
@@ -41,7 +41,7 @@ class Recognizer(pb_grpc.RecognizerServicer):
         return _answer(loaded, int(labels[0]), probabilities[0], row if request.return_model_input else None)
 
     async def PredictBatch(
-        self, request: pb.PredictBatchRequest, context: grpc.aio.ServicerContext
+        self, request: pb.PredictBatchRequest, context: Context
     ) -> pb.PredictBatchResponse:
         items = request.requests
         if not items:

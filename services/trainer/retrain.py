@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from rq import get_current_job
-from sklearn.model_selection import train_test_split
 
 from digits import datasets, recipes
 from digits.errors import IntegrityError
@@ -44,11 +43,9 @@ def retrain(
 ) -> dict[str, Any]:
     progress("loading data", 0.02)
     data = datasets.load(spec.data or default_data, cache_dir=cache_dir)
-    pixels, labels = _subset(data, spec)
-    progress("splitting", 0.05, dataset=data.source, digits=len(labels))
-    x_train, x_val, y_train, y_val = train_test_split(
-        pixels, labels, test_size=spec.validation_fraction, stratify=labels, random_state=spec.seed
-    )
+    progress("splitting", 0.05, dataset=data.source)
+    parts = datasets.split(data, seed=spec.seed, validation_fraction=spec.validation_fraction, limit=spec.limit)
+    x_train, y_train, x_val, y_val = parts.x_train, parts.y_train, parts.x_val, parts.y_val
 
     recipe = recipes.get(spec.recipe)
     progress(f"fitting {recipe.name} on {len(y_train)} digits", 0.1)
@@ -84,15 +81,6 @@ def retrain(
     return {"version": record.version, "outcome": outcome, "accuracy": metrics["accuracy"],
             "f1_weighted": metrics["f1_weighted"], "fit_seconds": metrics["fit_seconds"],
             "dataset": data.record()}
-
-
-def _subset(data: datasets.Dataset, spec: RetrainSpec) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    pixels, labels = data.pixels, data.labels
-    if spec.limit and spec.limit < len(labels):
-        pixels, _, labels, _ = train_test_split(
-            pixels, labels, train_size=spec.limit, stratify=labels, random_state=spec.seed
-        )
-    return pixels.astype(np.float32), labels
 
 
 def _gate(

@@ -1,0 +1,111 @@
+"""Predict through the gateway, over gRPC and HTTP, on real digits the model never saw."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from digits.stack.local import LocalStack
+from digits.v1 import recognizer_pb2 as pb
+from digits.v1 import recognizer_pb2_grpc
+from tests.integration.digits_data import as_png, held_out
+
+
+def test_pixels_batch_reads_at_least_90_percent(recognizer: recognizer_pb2_grpc.RecognizerStub) -> None:
+    pixels, labels = held_out(500)
+    reply = recognizer.PredictBatch(
+        pb.PredictBatchRequest(requests=[pb.PredictRequest(pixels=pb.Pixels(values=row.tolist())) for row in pixels]),
+        timeout=30,
+    )
+    digits = np.array([r.digit for r in reply.responses])
+    accuracy = float((digits == labels).mean())
+    print(f"held-out accuracy over gRPC PredictBatch: {accuracy:.3f} on {len(labels)} digits")
+    assert accuracy >= 0.90
+    first = reply.responses[0]
+    assert len(first.probabilities) == 10
+    assert abs(sum(first.probabilities) - 1.0) < 1e-3
+    assert first.confidence == first.probabilities[first.digit]
+    assert first.version.startswith("v")
+
+
+def test_image_predict_reads_at_least_90_percent(recognizer: recognizer_pb2_grpc.RecognizerStub) -> None:
+    pixels, labels = held_out(100)
+    digits = [recognizer.Predict(pb.PredictRequest(image=as_png(row)), timeout=10).digit for row in pixels]
+    accuracy = float((np.array(digits) == labels).mean())
+    print(f"held-out accuracy over gRPC Predict with PNG images: {accuracy:.3f}")
+    assert accuracy >= 0.90
+
+
+def test_model_input_is_returned_on_request(recognizer: recognizer_pb2_grpc.RecognizerStub) -> None:
+    pixels, _ = held_out(1)
+    reply = recognizer.Predict(pb.PredictRequest(image=as_png(pixels[0]), return_model_input=True), timeout=10)
+    seen = np.frombuffer(reply.model_input, dtype=np.uint8)
+    assert seen.shape == (784,)
+    assert np.corrcoef(seen.astype(float), pixels[0])[0, 1] > 0.8
+
+
+def test_http_predict_answers_like_grpc(stack: LocalStack, recognizer: recognizer_pb2_grpc.RecognizerStub) -> None:
+    """JSON pixels, a raw PNG body and a multipart upload get the same answer as the same input over gRPC."""
+    pixels, _ = held_out(6)
+    url = f"http://127.0.0.1:{stack.ports.gateway_http}/api/predict"
+
+    def form(png: bytes) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("image", png, filename="digit.png", content_type="image/png")
+        return data
+
+    async def post(**kwargs: object) -> dict[str, object]:
+        async with aiohttp.ClientSession() as session, session.post(url, **kwargs) as response:
+            assert response.status == 200, await response.text()
+            return dict(await response.json())
+
+    for row in pixels:
+        png = as_png(row)
+        by_pixels = recognizer.Predict(pb.PredictRequest(pixels=pb.Pixels(values=row.tolist())), timeout=10)
+        by_image = recognizer.Predict(pb.PredictRequest(image=png), timeout=10)
+        answers = {
+            "json": (asyncio.run(post(json={"pixels": row.tolist()})), by_pixels),
+            "raw": (asyncio.run(post(data=png, headers={"Content-Type": "image/png"})), by_image),
+            "multipart": (asyncio.run(post(data=form(png))), by_image),
+        }
+        for how, (answer, expected) in answers.items():
+            assert answer["digit"] == expected.digit, how
+            assert answer["version"] == expected.version, how
+            assert np.allclose(answer["probabilities"], expected.probabilities, atol=1e-5), how
+            assert answer["confidence"] == max(answer["probabilities"]), how  # type: ignore[type-var]
+
+
+def test_cli_predict_json(stack: LocalStack, tmp_path: Path) -> None:
+    pixels, labels = held_out(3)
+    files = []
+    for i, row in enumerate(pixels):
+        path = tmp_path / f"digit{i}.png"
+        path.write_bytes(as_png(row))
+        files.append(str(path))
+    out = subprocess.run(
+        [sys.executable, "-m", "digits.cli", "--gateway", stack.ports.gateway, "predict", "--json", *files],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["file"] for r in rows] == files
+    assert all(set(r) == {"file", "digit", "confidence", "version"} for r in rows)
+    assert sum(r["digit"] == int(y) for r, y in zip(rows, labels, strict=True)) >= 2
+
+
+def test_health_and_metrics_over_http(stack: LocalStack) -> None:
+    async def get(path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{stack.ports.gateway_http}{path}"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status, await response.text()
+
+    status, body = asyncio.run(get("/healthz"))
+    assert status == 200 and "serving" in body
+    status, body = asyncio.run(get("/metrics"))
+    assert status == 200
+    assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="Predict",grpc_service="digits.v1.Recognizer"}' in body

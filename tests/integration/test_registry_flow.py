@@ -1,0 +1,124 @@
+"""Retrain, activate, roll back and refuse tampered models, on the running stack."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+
+from digits.registry import ACTIVE_KEY, Registry, blob_key
+from digits.stack.local import LocalStack
+from digits.v1 import (
+    models_pb2,
+    models_pb2_grpc,
+    recognizer_pb2,
+    recognizer_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
+from tests.integration.digits_data import held_out
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def retrain(training: training_pb2_grpc.TrainingStub, admin: Metadata, **fields: object) -> training_pb2.Job:
+    job = training.Retrain(training_pb2.RetrainRequest(**fields), metadata=admin, timeout=10)  # type: ignore[arg-type]
+    seen = [job, *training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=300)]
+    job = seen[-1]
+    assert job.status == "finished", job.error
+    assert any(0 < j.progress < 1 and j.stage for j in seen), "progress was never visible while the job ran"
+    return job
+
+
+def served_versions(recognizer: recognizer_pb2_grpc.RecognizerStub, calls: int = 8) -> set[str]:
+    pixels, _ = held_out(1)
+    request = recognizer_pb2.PredictRequest(pixels=recognizer_pb2.Pixels(values=pixels[0].tolist()))
+    return {recognizer.Predict(request, timeout=10).version for _ in range(calls)}
+
+
+def wait_for_version(recognizer: recognizer_pb2_grpc.RecognizerStub, version: str, timeout: float = 20) -> None:
+    """Every replica answers with ``version`` (round robin spreads the calls)."""
+    deadline = time.monotonic() + timeout
+    while served_versions(recognizer) != {version}:
+        assert time.monotonic() < deadline, f"inference did not switch to {version}"
+        time.sleep(0.2)
+
+
+def registry_of(stack: LocalStack) -> Registry:
+    return Registry(stack.redis_client(), stack.env["DIGITS_REGISTRY_KEY"])
+
+
+def test_retrain_registers_and_inference_switches_without_restart(
+    stack: LocalStack, models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
+    recognizer: recognizer_pb2_grpc.RecognizerStub, admin: Metadata,
+) -> None:
+    before = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
+    job = retrain(training, admin, seed=7, no_activate=True)
+    assert job.version and job.version != before
+    assert "not activated" in job.outcome and "--no-activate" in job.outcome
+    listed = models.ListModels(models_pb2.ListModelsRequest(), timeout=10)
+    assert listed.active_version == before
+    new = next(m for m in listed.models if m.version == job.version)
+    assert not new.active and new.accuracy > 0.9 and new.dataset.source == "sample" and new.dataset.size == 5000
+    assert new.parent == before and new.job_id == job.id
+    assert json.loads(new.metrics_json)["confusion_matrix"]
+
+    done = models.ActivateModel(models_pb2.ActivateModelRequest(version=job.version, reason="test"),
+                                metadata=admin, timeout=30)
+    assert (done.previous_version, done.active_version) == (before, job.version)
+    wait_for_version(recognizer, job.version)
+
+    back = models.Rollback(models_pb2.RollbackRequest(reason="test"), metadata=admin, timeout=30)
+    assert back.active_version == before
+    wait_for_version(recognizer, before)
+    log = registry_of(stack).promotions(3)
+    assert [(p.action, p.to_version) for p in log[:2]] == [("rollback", before), ("activate", job.version)]
+
+
+def test_gate_outcome_agrees_with_the_registry(
+    models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub, admin: Metadata
+) -> None:
+    before = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
+    job = retrain(training, admin, seed=3)
+    after = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
+    if job.outcome.startswith("activated"):
+        assert after == job.version
+    else:
+        assert after == before and "not strictly better" in job.outcome
+
+
+def test_unknown_version_is_not_found(models: models_pb2_grpc.ModelsStub, admin: Metadata) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        models.ActivateModel(models_pb2.ActivateModelRequest(version="v999"), metadata=admin, timeout=10)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "v999" in error.value.details()
+
+
+def test_tampered_blob_is_refused_and_the_active_model_keeps_serving(
+    stack: LocalStack, models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
+    recognizer: recognizer_pb2_grpc.RecognizerStub, admin: Metadata,
+) -> None:
+    serving = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
+    job = retrain(training, admin, seed=11, no_activate=True)
+    client = stack.redis_client()
+    blob = bytearray(client.get(blob_key(job.version)))
+    blob[len(blob) // 2] ^= 0xFF
+    client.set(blob_key(job.version), bytes(blob))
+
+    with pytest.raises(grpc.RpcError) as error:
+        models.ActivateModel(models_pb2.ActivateModelRequest(version=job.version), metadata=admin, timeout=30)
+    assert error.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "digest" in error.value.details() or "signature" in error.value.details()
+    assert models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version == serving
+
+    # A writer that bypasses the gateway: the replicas must still refuse the forged version.
+    registry = registry_of(stack)
+    assert registry.activate(job.version, expected=serving, why="forged by the test")
+    time.sleep(3 * float(stack.env["DIGITS_MODEL_POLL_SECONDS"]) + 1)
+    assert served_versions(recognizer) == {serving}
+    logs = "".join((stack.run_dir / "logs" / f"inference-{i}.log").read_text() for i in (1, 2))
+    assert "refusing to serve model" in logs and job.version in logs
+    assert registry.activate(serving, expected=job.version, why="undo the forgery")
+    assert client.get(ACTIVE_KEY).decode() == serving

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digits import datasets
+from digits.errors import InvalidInput
+from digits.jobs import RetrainSpec
+
+
+def write_idx(directory: Path, images: np.ndarray, labels: np.ndarray, *, compress: bool) -> None:
+    def idx(array: np.ndarray) -> bytes:
+        return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+    opener = gzip.open if compress else open
+    suffix = ".gz" if compress else ""
+    with opener(directory / f"train-images-idx3-ubyte{suffix}", "wb") as f:
+        f.write(idx(images))
+    with opener(directory / f"train-labels-idx1-ubyte{suffix}", "wb") as f:
+        f.write(idx(labels))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_files_read_as_784_pixel_rows(tmp_path: Path, compress: bool) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=30, dtype=np.uint8)
+    write_idx(tmp_path, images, labels, compress=compress)
+    data = datasets.load(f"idx:{tmp_path}", cache_dir=tmp_path)
+    assert data.pixels.shape == (30, 784)
+    assert np.array_equal(data.pixels[3], images[3].ravel())
+    assert np.array_equal(data.labels, labels)
+    assert data.record() == {"source": f"idx:{tmp_path}", "size": 30, "digest": data.digest}
+
+
+def test_idx_errors_say_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="train-images-idx3-ubyte"):
+        datasets.load(f"idx:{tmp_path}", cache_dir=tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"not idx")
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"not idx")
+    with pytest.raises(InvalidInput, match="not an IDX"):
+        datasets.load(f"idx:{tmp_path}", cache_dir=tmp_path)
+
+
+def test_sample_is_the_5000_real_digits_and_splits_are_stratified_and_seeded() -> None:
+    data = datasets.load("sample", cache_dir=Path("."))
+    assert data.pixels.shape == (5000, 784) and data.pixels.dtype == np.uint8
+    assert sorted(set(data.labels.tolist())) == list(range(10))
+    first = datasets.split(data, seed=1, validation_fraction=0.2)
+    again = datasets.split(data, seed=1, validation_fraction=0.2)
+    other = datasets.split(data, seed=2, validation_fraction=0.2)
+    assert np.array_equal(first.x_val, again.x_val) and not np.array_equal(first.x_val, other.x_val)
+    assert len(first.y_val) == 1000
+    assert np.bincount(first.y_val).min() >= 0.08 * len(first.y_val)  # every digit held out in proportion
+    small = datasets.split(data, seed=1, validation_fraction=0.2, limit=1000)
+    assert len(small.y_train) + len(small.y_val) == 1000
+
+
+def test_unknown_spec_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="sample"):
+        datasets.load("s3://bucket", cache_dir=Path("."))
+
+
+@pytest.mark.parametrize(
+    "fields", [{"data": "ftp://x"}, {"validation_fraction": 0.9}, {"limit": 10}, {"seed": -1}]
+)
+def test_retrain_spec_is_validated(fields: dict[str, object]) -> None:
+    with pytest.raises(InvalidInput):
+        RetrainSpec(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,80 @@
+"""The served model: fast path agrees with scikit-learn, probabilities are calibrated and consistent."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digits import datasets, recipes
+from digits.evaluation import beats, evaluate
+from digits.model import DigitModel
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[DigitModel, datasets.Split]:
+    split = datasets.split(datasets.load("sample", cache_dir=Path(".")), seed=0, validation_fraction=0.2, limit=1500)
+    model = DigitModel(recipes.get("svc").estimator())
+    model.estimator.fit(split.x_train, split.y_train)
+    model.calibrate(split.x_val, split.y_val)
+    return model, split
+
+
+def test_fast_path_answers_like_scikit_learn(fitted: tuple[DigitModel, datasets.Split]) -> None:
+    model, split = fitted
+    slow_labels, slow_probabilities = model.predict(split.x_val)
+    model.prepare()
+    assert model.fast
+    fast_labels, fast_probabilities = model.predict(split.x_val)
+    assert np.array_equal(fast_labels, model.estimator.predict(split.x_val))
+    assert np.array_equal(fast_labels, slow_labels)
+    assert np.allclose(fast_probabilities, slow_probabilities, atol=1e-4)
+
+
+def test_probabilities_are_calibrated_and_agree_with_the_digit(fitted: tuple[DigitModel, datasets.Split]) -> None:
+    model, split = fitted
+    assert model.temperature is not None and model.temperature > 0
+    labels, probabilities = model.predict(split.x_val)
+    assert probabilities.shape == (len(labels), 10)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (np.argmax(probabilities, axis=1) == labels).mean() > 0.99
+    # Calibrated: confident answers are right more often than unsure ones.
+    confidence = probabilities[np.arange(len(labels)), labels]
+    right = labels == split.y_val
+    assert right[confidence > np.median(confidence)].mean() > right[confidence <= np.median(confidence)].mean()
+
+
+def test_pickle_drops_the_fast_path(fitted: tuple[DigitModel, datasets.Split]) -> None:
+    model, split = fitted
+    model.prepare()
+    restored = pickle.loads(pickle.dumps(model))
+    assert not restored.fast
+    restored.prepare()
+    assert np.array_equal(restored.predict(split.x_val[:50])[0], model.predict(split.x_val[:50])[0])
+
+
+def test_evaluation_figures(fitted: tuple[DigitModel, datasets.Split]) -> None:
+    model, split = fitted
+    metrics = evaluate(model, split.x_val, split.y_val)
+    assert 0.85 < metrics["accuracy"] <= 1.0
+    assert len(metrics["f1_per_class"]) == 10
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == len(split.y_val)
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])
+    assert metrics["n_support_vectors"] > 0
+
+
+@pytest.mark.parametrize(
+    ("candidate", "active", "wins"),
+    [
+        ({"accuracy": 0.95, "f1_weighted": 0.95}, {"accuracy": 0.94, "f1_weighted": 0.94}, True),
+        ({"accuracy": 0.95, "f1_weighted": 0.95}, {"accuracy": 0.95, "f1_weighted": 0.94}, False),
+        ({"accuracy": 0.96, "f1_weighted": 0.93}, {"accuracy": 0.95, "f1_weighted": 0.94}, False),
+    ],
+)
+def test_gate_needs_strictly_better_accuracy_and_no_worse_f1(
+    candidate: dict[str, float], active: dict[str, float], wins: bool
+) -> None:
+    assert beats(candidate, active)[0] is wins
