@@ -8,11 +8,11 @@ Blobs are checked (sha256 and HMAC-SHA256) before anything unpickles them.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import io
 import json
-import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime

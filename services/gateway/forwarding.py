@@ -55,7 +55,9 @@ class Forwarder:
 
     def __init__(self, channel: grpc.aio.Channel, default_timeout: float) -> None:
         self._default_timeout = default_timeout
-        self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS}
+        self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
+            name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS
+        }
         self._predict = channel.unary_unary(
             f"/{SERVICE}/Predict",
             request_serializer=pb.PredictRequest.SerializeToString,

@@ -91,7 +91,8 @@ class Training(pb_grpc.TrainingServicer):
         return jobs.view(self._fetch(job_id))
 
     def _recent(self, limit: int) -> list[jobs.JobView]:
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self._redis.zrevrange(jobs.JOBS_KEY, 0, limit - 1)]
+        newest = self._redis.zrevrange(jobs.JOBS_KEY, 0, limit - 1)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in newest]
         return [jobs.view(job) for job in Job.fetch_many(ids, connection=self._redis) if job is not None]
 
     def _cancel(self, job_id: str) -> None:
