@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from digits.candidates import CANDIDATES
 from digits.settings import get_settings
 from digits.v1 import (
     models_pb2,
@@ -60,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--limit", type=int, default=0, help="train on at most this many digits")
     retrain.add_argument("--no-activate", action="store_true", help="register the winner without activating it")
     retrain.add_argument("--timeout", type=int, default=0, help="give up after this many seconds")
+    retrain.add_argument("--candidates", default="", help="comma-separated, e.g. svc,svc-shift,hist-gb,vote-soft "
+                         f"(known: {', '.join(CANDIDATES)})")
+    retrain.add_argument("--params", default="", help='per-candidate parameters as JSON: {"hist-gb": {"max_iter": 30}}')
+    retrain.add_argument("--top-n", type=int, default=0, help="how many base models the ensembles combine")
+    retrain.add_argument("--min-gain", type=float, default=0.0, help="accuracy the winner must add to be activated")
+    retrain.add_argument("--parallel", action="store_true", help="one job per candidate, over every worker")
     retrain.add_argument("--wait", action="store_true", help="follow the job to its end with a progress bar")
     retrain.set_defaults(run=_retrain)
 
@@ -98,8 +105,11 @@ def _emit(as_json: bool, row: dict[str, Any], text: str) -> None:
 
 def _retrain(client: Client, args: argparse.Namespace) -> int:
     job = client.training.Retrain(
-        training_pb2.RetrainRequest(data=args.data, seed=args.seed, limit=args.limit,
-                                    no_activate=args.no_activate, timeout_seconds=args.timeout),
+        training_pb2.RetrainRequest(
+            data=args.data, seed=args.seed, limit=args.limit, no_activate=args.no_activate,
+            timeout_seconds=args.timeout, candidates=[c for c in args.candidates.split(",") if c],
+            params_json=args.params, top_n=args.top_n, min_gain=args.min_gain, parallel=args.parallel,
+        ),
         metadata=client.admin, timeout=30,
     )
     print(f"job {job.id} enqueued")
@@ -175,6 +185,7 @@ def _models(client: Client, args: argparse.Namespace) -> int:
 
 def _show_model(model: models_pb2.Model) -> None:
     metrics = json.loads(model.metrics_json or "{}")
+    report = json.loads(model.report_json or "{}")
     print(f"{model.version}{' (active)' if model.active else ''}: {model.kind} {model.params_json}")
     print(f"  trained {model.created_at} on {model.dataset.source}, {model.dataset.size} digits "
           f"(sha256 {model.dataset.digest[:12]}), job {model.job_id}, code {model.code_version}")
@@ -185,6 +196,23 @@ def _show_model(model: models_pb2.Model) -> None:
     per_class = metrics.get("f1_per_class") or []
     if per_class:
         print("  F1 by digit: " + "  ".join(f"{d}:{f:.3f}" for d, f in enumerate(per_class)))
+    for sentence in metrics.get("confusions", []):
+        print(f"  {sentence}")
+    if report.get("gate"):
+        print(f"  gate: {report['gate']}")
+    if report.get("candidates"):
+        print()
+        _table(["CANDIDATE", "ACCURACY", "F1", "FIT S", "MS/IMAGE", "SIZE MB", "SV"],
+               ([("* " if c["name"] == report.get("winner") else "  ") + c["name"], *_figures(c)]
+                for c in report["candidates"]))
+
+
+def _figures(row: dict[str, Any]) -> list[str]:
+    if "error" in row:
+        return ["failed: " + row["error"][:60], "", "", "", "", ""]
+    return [f"{row['accuracy']:.4f}", f"{row['f1_weighted']:.4f}", f"{row['fit_seconds']:.1f}",
+            f"{row['predict_ms_per_image']:.3f}", f"{row['serialized_bytes'] / 1e6:.1f}",
+            str(row.get("n_support_vectors", "-"))]
 
 
 def _table(header: list[str], rows: Iterable[list[str]]) -> None:

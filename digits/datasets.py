@@ -48,25 +48,38 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Split:
-    """The digits a job trains on and the digits it is judged on (float32 pixels, 0..255)."""
+    """A job's digits (float32 pixels, 0..255): models are fitted on ``train``; ``holdout`` (taken from the
+    training share) calibrates probabilities, ranks base models and fits blenders; every candidate and the
+    active model are judged on ``val``, which nothing was fitted on."""
 
     x_train: npt.NDArray[np.float32]
     y_train: npt.NDArray[np.int64]
+    x_hold: npt.NDArray[np.float32]
+    y_hold: npt.NDArray[np.int64]
     x_val: npt.NDArray[np.float32]
     y_val: npt.NDArray[np.int64]
 
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "holdout": len(self.y_hold), "validation": len(self.y_val)}
 
-def split(data: Dataset, *, seed: int, validation_fraction: float, limit: int = 0) -> Split:
+
+def split(
+    data: Dataset, *, seed: int, validation_fraction: float, holdout_fraction: float = 0.1, limit: int = 0
+) -> Split:
     """Stratified and seeded: the same arguments on the same data give the same split, in any process."""
     from sklearn.model_selection import train_test_split
 
     pixels, labels = data.pixels, data.labels
     if limit and limit < len(labels):
         pixels, _, labels, _ = train_test_split(pixels, labels, train_size=limit, stratify=labels, random_state=seed)
-    x_train, x_val, y_train, y_val = train_test_split(
+    x_rest, x_val, y_rest, y_val = train_test_split(
         pixels, labels, test_size=validation_fraction, stratify=labels, random_state=seed
     )
-    return Split(x_train.astype(np.float32), y_train, x_val.astype(np.float32), y_val)
+    x_train, x_hold, y_train, y_hold = train_test_split(
+        x_rest, y_rest, test_size=holdout_fraction, stratify=y_rest, random_state=seed
+    )
+    as_float = np.float32
+    return Split(x_train.astype(as_float), y_train, x_hold.astype(as_float), y_hold, x_val.astype(as_float), y_val)
 
 
 def load(spec: str, *, cache_dir: Path) -> Dataset:

@@ -7,16 +7,25 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rq.job import Job, JobStatus
 
+from digits.candidates import DEFAULT as DEFAULT_CANDIDATES
+from digits.candidates import Candidate, resolve
 from digits.errors import InvalidInput
 
 QUEUE = "training"
 RETRAIN_FUNCTION = "services.trainer.retrain.run"
+FIT_CANDIDATE_FUNCTION = "services.trainer.retrain.fit_candidate"
+FAN_IN_FUNCTION = "services.trainer.retrain.select_and_promote"
+
+
+def candidate_job_id(group: str, name: str) -> str:
+    """A fan-out job's id: the fan-in job's id (the group) and the candidate's name."""
+    return f"{group}_{name}"
 JOBS_KEY = "digits:jobs"  # sorted set of retrain job ids by enqueue time, for listing
 TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
 
@@ -28,11 +37,24 @@ class RetrainSpec:
     data: str = ""  # "" = the trainer's DIGITS_DATA
     seed: int = 0
     validation_fraction: float = 0.2
+    holdout_fraction: float = 0.1
     no_activate: bool = False
     limit: int = 0  # 0 = every digit
-    recipe: str = "svc"
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-candidate overrides
+    top_n: int = 0  # 0 = each ensemble's own default
+    min_gain: float = 0.0  # accuracy the winner must add over the active model
+    parallel: bool = False  # one RQ job per base candidate, then a fan-in job
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        self.resolved()  # refuse unknown candidates and parameters before anything is enqueued
+        if not 0.0 <= self.min_gain < 1.0:
+            raise InvalidInput(f"min_gain is an accuracy difference from 0 to 1, got {self.min_gain}")
+        if not 0 <= self.top_n <= 20:
+            raise InvalidInput(f"top_n must be from 1 to 20 (0 = default), got {self.top_n}")
+        if not 0.05 <= self.holdout_fraction <= 0.5:
+            raise InvalidInput(f"holdout_fraction must be from 0.05 to 0.5, got {self.holdout_fraction}")
         if self.data and not _DATA_SPEC.match(self.data):
             raise InvalidInput(f"unknown data set {self.data!r}: use 'sample', 'idx:DIR' or 'openml'")
         if not 0.05 <= self.validation_fraction <= 0.5:
@@ -42,8 +64,17 @@ class RetrainSpec:
         if not 0 <= self.seed < 2**32:
             raise InvalidInput(f"seed must be from 0 to 2**32-1, got {self.seed}")
 
+    def resolved(self) -> list[Candidate]:
+        """The candidates to fit, with this job's parameters."""
+        chosen = resolve(self.candidates, self.params)
+        if self.top_n:
+            chosen = [c.with_params({"top_n": self.top_n}) if c.kind != "base" else c for c in chosen]
+        return chosen
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        raw["candidates"] = list(self.candidates)
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RetrainSpec:
@@ -86,6 +117,8 @@ class JobView:
 def view(job: Job) -> JobView:
     status = job.get_status(refresh=True)
     meta = job.get_meta(refresh=True)
+    if status == JobStatus.DEFERRED and meta.get("candidate_jobs"):
+        meta = {**meta, **_fan_out_progress(job, meta["candidate_jobs"])}
     result = job.return_value() if status == JobStatus.FINISHED else None
     result = result if isinstance(result, dict) else {}
     spec = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
@@ -103,6 +136,15 @@ def view(job: Job) -> JobView:
         spec=spec,
         result=result,
     )
+
+
+def _fan_out_progress(job: Job, ids: list[str]) -> dict[str, Any]:
+    """A waiting fan-in job's progress is its candidate jobs' progress."""
+    parts = [p for p in Job.fetch_many(ids, connection=job.connection) if p is not None]
+    ended = sum(p.get_status() in TERMINAL for p in parts)
+    running = [str(p.meta.get("candidate", "")) for p in parts if p.get_status() == JobStatus.STARTED]
+    stage = f"{ended} of {len(ids)} candidates done" + (f"; fitting {', '.join(running)}" if running else "")
+    return {"stage": stage, "progress": 0.8 * ended / max(len(ids), 1)}
 
 
 def _failure_reason(job: Job, status: JobStatus | None) -> str:

@@ -11,6 +11,7 @@ and through the estimator's own methods otherwise.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,28 @@ def scale_pixels(pixels: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return pixels / np.float32(255.0)
 
 
-class DigitModel:
+class ServedModel(ABC):
+    """What inference can serve: digits and ten probabilities for rows of 784 pixels (0..255)."""
+
+    @abstractmethod
+    def predict(self, pixels: Floats) -> tuple[Labels, Floats]: ...
+
+    def prepare(self) -> None:
+        """Build derived serving state (the fast path) after unpickling; the default has none."""
+        return None
+
+    @property
+    def fast(self) -> bool:
+        return False
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Facts about the fitted model worth recording."""
+
+
+class DigitModel(ServedModel):
+    """One fitted scikit-learn pipeline."""
+
     def __init__(self, estimator: Any, temperature: float | None = None) -> None:
         self.estimator = estimator
         self.temperature = temperature
@@ -87,7 +109,7 @@ class DigitModel:
         return np.asarray(softmax(temperature * np.asarray(scores, dtype=np.float64), axis=1), dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
-        """Facts about the fitted model worth recording (support vectors for SVC-family models)."""
+        """The estimator, its temperature, and for SVC-family models the number of support vectors."""
         final = self.estimator[-1] if hasattr(self.estimator, "steps") else self.estimator
         facts: dict[str, Any] = {"estimator": type(final).__name__, "temperature": self.temperature}
         if hasattr(final, "support_vectors_"):

@@ -30,6 +30,7 @@ MODELS_KEY = PREFIX + "models"
 ACTIVE_KEY = PREFIX + "active"
 PROMOTIONS_KEY = PREFIX + "promotions"
 EVENTS_CHANNEL = PREFIX + "events"
+SCRATCH_PREFIX = PREFIX + "scratch:"
 
 # Fields read when listing: everything but the report, and never the blob.
 SUMMARY_FIELDS = (
@@ -265,6 +266,25 @@ class Registry:
         assert isinstance(blob, bytes)
         self._signer.verify(blob, record)
         return record
+
+    # -- scratch: signed models passed between the jobs of one retrain (fan-out), never versions ----
+
+    def put_scratch(self, name: str, model: object, ttl_seconds: int) -> None:
+        blob = serialize(model)
+        key = f"{SCRATCH_PREFIX}{name}"
+        self._redis.hset(key, mapping={"blob": blob, "signature": self._signer.sign(blob)})
+        self._redis.expire(key, ttl_seconds)
+
+    def take_scratch(self, name: str) -> object:
+        """Load (after verifying) and delete a scratch model."""
+        key = f"{SCRATCH_PREFIX}{name}"
+        blob, signature = self._redis.hmget(key, ["blob", "signature"])
+        if not isinstance(blob, bytes) or not isinstance(signature, bytes):
+            raise IntegrityError(f"scratch model {name} is missing or expired")
+        if not hmac.compare_digest(self._signer.sign(blob), signature.decode()):
+            raise IntegrityError(f"scratch model {name}: signature is not valid for this registry key")
+        self._redis.delete(key)
+        return joblib.load(io.BytesIO(blob))
 
     def promotions(self, count: int = 100) -> builtins.list[Promotion]:
         """The promotion log, most recent first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from digits.errors import DigitsError, InvalidInput, http_status
+from digits.registry import ModelRecord, Registry
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
+from services.gateway import reports
+from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
 
 log = logging.getLogger(__name__)
@@ -28,15 +32,22 @@ N_PIXELS = 784
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(forwarder: Forwarder, settings: Settings, is_serving: Callable[[], bool]) -> web.Application:
+def create_app(
+    forwarder: Forwarder, registry: Registry, settings: Settings, is_serving: Callable[[], bool]
+) -> web.Application:
     app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_json_errors])
     app["forwarder"] = forwarder
+    app["registry"] = registry
     app["is_serving"] = is_serving
     app.router.add_get("/", _index)
     app.router.add_static("/static", STATIC)
     app.router.add_post("/api/predict", _predict)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/models", _models_page)
+    app.router.add_get(r"/models/{version:v\d+}", _model_page)
+    app.router.add_get(r"/models/{version:v\d+}/confusion.png", _chart(reports.confusion_png))
+    app.router.add_get(r"/models/{version:v\d+}/f1.png", _chart(reports.f1_png))
     return app
 
 
@@ -76,6 +87,30 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _models_page(request: web.Request) -> web.Response:
+    registry: Registry = request.app["registry"]
+    records = await off_loop(registry.list, 200)
+    active = await off_loop(registry.active_version) or ""
+    return web.Response(text=reports.models_page(records, active), content_type="text/html")
+
+
+async def _model_page(request: web.Request) -> web.Response:
+    registry: Registry = request.app["registry"]
+    record = await off_loop(registry.get, request.match_info["version"])
+    active = await off_loop(registry.active_version) or ""
+    return web.Response(text=reports.model_page(record, active), content_type="text/html")
+
+
+def _chart(draw: Callable[[ModelRecord], bytes]) -> Handler:
+    async def chart(request: web.Request) -> web.Response:
+        registry: Registry = request.app["registry"]
+        record = await off_loop(registry.get, request.match_info["version"])
+        png = await asyncio.to_thread(draw, record)  # matplotlib is slow and blocking
+        return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    return chart
 
 
 async def _predict(request: web.Request) -> web.Response:

@@ -29,9 +29,11 @@ class Models(pb_grpc.ModelsServicer):
         return pb.ListModelsResponse(models=[to_proto(r, active) for r in records], active_version=active)
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
-        record = await off_loop(self._registry.get, request.version, with_report=False)
+        record = await off_loop(self._registry.get, request.version)
         active = await off_loop(self._registry.active_version) or ""
-        return to_proto(record, active)
+        model = to_proto(record, active)
+        model.report_json = json.dumps(record.report)
+        return model
 
     async def ActivateModel(self, request: pb.ActivateModelRequest, context: Context) -> pb.Activation:
         require_admin(context, self._settings.admin_token)

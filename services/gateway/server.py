@@ -74,7 +74,7 @@ async def main() -> None:
 
     inference_health = InferenceHealth(channel, health_servicer)
     watching = asyncio.create_task(inference_health.run())
-    runner = web.AppRunner(create_app(forwarder, settings, lambda: inference_health.serving), access_log=None)
+    runner = web.AppRunner(create_app(forwarder, registry, settings, lambda: inference_health.serving), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.bind_host, settings.gateway_http_port).start()
     log.info("gateway listening", extra={"grpc": grpc_address, "http_port": settings.gateway_http_port,

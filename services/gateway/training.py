@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from redis import Redis
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 
 from digits import jobs
-from digits.errors import NotFound
+from digits.errors import InvalidInput, NotFound
 from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import training_pb2 as pb
@@ -37,10 +39,13 @@ class Training(pb_grpc.TrainingServicer):
         require_admin(context, self._settings.admin_token)
         spec = jobs.RetrainSpec(
             data=request.data, seed=request.seed, validation_fraction=request.validation_fraction or 0.2,
-            no_activate=request.no_activate, limit=request.limit,
+            no_activate=request.no_activate, limit=request.limit, candidates=tuple(request.candidates),
+            params=_params(request.params_json), top_n=request.top_n, min_gain=request.min_gain,
+            parallel=request.parallel,
         )
         timeout = request.timeout_seconds or self._settings.job_timeout_seconds
-        job = await off_loop(self._enqueue, spec, timeout)
+        enqueue = self._enqueue_fan_out if spec.parallel else self._enqueue
+        job = await off_loop(enqueue, spec, timeout)
         log.info("retrain enqueued", extra={"job": job.id, "spec": spec.to_dict()})
         return to_proto(await off_loop(jobs.view, job))
 
@@ -81,6 +86,25 @@ class Training(pb_grpc.TrainingServicer):
         self._redis.zadd(jobs.JOBS_KEY, {job.id: time.time()})
         return job
 
+    def _enqueue_fan_out(self, spec: jobs.RetrainSpec, timeout: int) -> Job:
+        """One job per base candidate, and a fan-in job that runs when they have all ended, failed or not."""
+        group = str(uuid.uuid4())
+        bases = [c.name for c in spec.resolved() if c.kind == "base"]
+        fits = [
+            self._queue.enqueue(jobs.FIT_CANDIDATE_FUNCTION, spec.to_dict(), name, group,
+                                job_id=jobs.candidate_job_id(group, name), job_timeout=timeout,
+                                result_ttl=24 * 3600, failure_ttl=24 * 3600, description=f"fit {name}")
+            for name in bases
+        ]
+        fan_in = self._queue.enqueue(
+            jobs.FAN_IN_FUNCTION, spec.to_dict(), group, job_id=group, job_timeout=timeout,
+            depends_on=Dependency(jobs=fits, allow_failure=True), result_ttl=30 * 24 * 3600,
+            failure_ttl=30 * 24 * 3600, description="retrain (fan-in)",
+            meta={"stage": f"waiting for {len(fits)} candidate jobs", "candidate_jobs": [f.id for f in fits]},
+        )
+        self._redis.zadd(jobs.JOBS_KEY, {fan_in.id: time.time()})
+        return fan_in
+
     def _fetch(self, job_id: str) -> Job:
         try:
             return Job.fetch(job_id, connection=self._redis)
@@ -97,11 +121,27 @@ class Training(pb_grpc.TrainingServicer):
 
     def _cancel(self, job_id: str) -> None:
         job = self._fetch(job_id)
+        for part in [job_id, *job.meta.get("candidate_jobs", [])]:
+            self._cancel_one(self._fetch(part))
+
+    def _cancel_one(self, job: Job) -> None:
         status = job.get_status()
         if status == JobStatus.STARTED:
-            send_stop_job_command(self._redis, job_id)
+            send_stop_job_command(self._redis, job.id)
         elif status not in jobs.TERMINAL:
             job.cancel()
+
+
+def _params(text: str) -> dict[str, dict[str, object]]:
+    if not text:
+        return {}
+    try:
+        params = json.loads(text)
+    except ValueError as error:
+        raise InvalidInput(f"params_json is not valid JSON: {error}") from None
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise InvalidInput('params_json must map candidate names to parameter objects: {"hist-gb": {"max_iter": 30}}')
+    return params
 
 
 def to_proto(job: jobs.JobView) -> pb.Job:

@@ -54,10 +54,10 @@ def test_sample_is_the_5000_real_digits_and_splits_are_stratified_and_seeded() -
     again = datasets.split(data, seed=1, validation_fraction=0.2)
     other = datasets.split(data, seed=2, validation_fraction=0.2)
     assert np.array_equal(first.x_val, again.x_val) and not np.array_equal(first.x_val, other.x_val)
-    assert len(first.y_val) == 1000
+    assert len(first.y_val) == 1000 and first.sizes() == {"train": 3600, "holdout": 400, "validation": 1000}
     assert np.bincount(first.y_val).min() >= 0.08 * len(first.y_val)  # every digit held out in proportion
     small = datasets.split(data, seed=1, validation_fraction=0.2, limit=1000)
-    assert len(small.y_train) + len(small.y_val) == 1000
+    assert sum(small.sizes().values()) == 1000
 
 
 def test_unknown_spec_is_refused() -> None:

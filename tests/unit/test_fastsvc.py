@@ -136,9 +136,7 @@ def sample() -> tuple[F64, npt.NDArray[Any]]:
 @pytest.fixture(scope="module")
 def trained(sample: tuple[F64, npt.NDArray[Any]]) -> Trained:
     images, labels = sample
-    train_x, rest_x, train_y, _ = train_test_split(
-        images, labels, train_size=2000, stratify=labels, random_state=0
-    )
+    train_x, rest_x, train_y, _ = train_test_split(images, labels, train_size=2000, stratify=labels, random_state=0)
     held_out = _augmented(rest_x, N_HELD_OUT, seed=0)
     return _train(scale_pixels(train_x), train_y, scale_pixels(held_out))
 
@@ -266,9 +264,7 @@ def test_compile_returns_none_unless_the_pipeline_ends_in_an_rbf_svc(
     x, y = images[::10], labels[::10]
     assert compile_svc_pipeline(_pipeline(LogisticRegression(max_iter=200)).fit(x, y)) is None
     assert compile_svc_pipeline(_pipeline(SVC(kernel="poly")).fit(x, y)) is None
-    passthrough = Pipeline(
-        [("skip", "passthrough"), ("scale", FunctionTransformer(scale_pixels)), ("m", SVC())]
-    )
+    passthrough = Pipeline([("skip", "passthrough"), ("scale", FunctionTransformer(scale_pixels)), ("m", SVC())])
     compiled = compile_svc_pipeline(passthrough.fit(x, y))
     assert compiled is not None
     assert [name for name, _ in compiled.transform_steps] == ["scale"]
@@ -283,9 +279,7 @@ def _read_idx(path: Path) -> npt.NDArray[np.uint8]:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(shape))
 
 
-@pytest.mark.skipif(
-    not os.environ.get("DIGITS_DATA", "").startswith("idx:"), reason="needs DIGITS_DATA=idx:DIR"
-)
+@pytest.mark.skipif(not os.environ.get("DIGITS_DATA", "").startswith("idx:"), reason="needs DIGITS_DATA=idx:DIR")
 def test_exact_on_full_mnist(capsys: pytest.CaptureFixture[str]) -> None:
     """Slower: a 10,000-digit model (~4,000 SVs) checked on 10,000 other real digits."""
     directory = Path(os.environ["DIGITS_DATA"].removeprefix("idx:"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits import datasets, recipes
+from digits import candidates, datasets
 from digits.evaluation import beats, evaluate
 from digits.model import DigitModel
 
@@ -16,9 +16,9 @@ from digits.model import DigitModel
 @pytest.fixture(scope="module")
 def fitted() -> tuple[DigitModel, datasets.Split]:
     split = datasets.split(datasets.load("sample", cache_dir=Path(".")), seed=0, validation_fraction=0.2, limit=1500)
-    model = DigitModel(recipes.get("svc").estimator())
+    model = DigitModel(candidates.CANDIDATES["svc"].estimator(seed=0))
     model.estimator.fit(split.x_train, split.y_train)
-    model.calibrate(split.x_val, split.y_val)
+    model.calibrate(split.x_hold, split.y_hold)
     return model, split
 
 

@@ -1,0 +1,152 @@
+"""The candidate models a retrain job can fit and compare, each named and declaring its parameters.
+
+Base candidates are fitted on the job's training digits. Ensembles (``vote-*``, ``blend-*``) are made from
+the job's ``top_n`` base candidates, ranked on the holdout slice; a blender is fitted on the base models'
+probabilities for that holdout slice, digits none of them was fitted on.
+
+scikit-learn is imported inside the builders so that naming and validating candidates stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from digits.errors import InvalidInput
+from digits.model import scale_pixels
+
+Kind = Literal["base", "vote", "blend"]
+# Parameters that shape the job rather than the estimator.
+_JOB_PARAMS = {"top_n", "shifts"}
+Builder = Callable[[Mapping[str, Any], int], Any]  # (params, seed) -> an unfitted estimator
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    kind: Kind
+    params: Mapping[str, Any]
+    summary: str
+    build: Builder | None = field(default=None, repr=False)
+
+    def with_params(self, overrides: Mapping[str, Any]) -> Candidate:
+        unknown = set(overrides) - set(self.params)
+        if unknown:
+            raise InvalidInput(f"{self.name} has no parameter {', '.join(sorted(unknown))}; it has "
+                               f"{', '.join(sorted(self.params)) or 'none'}")
+        return Candidate(self.name, self.kind, {**self.params, **overrides}, self.summary, self.build)
+
+    @property
+    def top_n(self) -> int:
+        return int(self.params.get("top_n", 0))
+
+    @property
+    def shifts(self) -> int:
+        """How many one-pixel shifted copies of each training digit to add (0, 4 or 8)."""
+        return int(self.params.get("shifts", 0))
+
+    def estimator(self, seed: int) -> Any:
+        """A base candidate's pipeline over pixels, or a blender's final estimator."""
+        assert self.build is not None, f"{self.name} is not built from one estimator"
+        own = {k: v for k, v in self.params.items() if k not in _JOB_PARAMS}
+        bare = self.build(own, seed)
+        return _on_pixels(bare) if self.kind == "base" else bare
+
+
+def _on_pixels(estimator: Any) -> Any:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    return Pipeline([("scale", FunctionTransformer(scale_pixels)), ("model", estimator)])
+
+
+def _svc(params: Mapping[str, Any], seed: int) -> Any:
+    from sklearn.svm import SVC
+
+    return SVC(**params)
+
+
+def _calibrated_svc(params: Mapping[str, Any], seed: int) -> Any:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    return CalibratedClassifierCV(SVC(**params, random_state=seed), ensemble=False)
+
+
+def _knn(params: Mapping[str, Any], seed: int) -> Any:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(**params)
+
+
+def _random_forest(params: Mapping[str, Any], seed: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(**params, random_state=seed)
+
+
+def _extra_trees(params: Mapping[str, Any], seed: int) -> Any:
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    return ExtraTreesClassifier(**params, random_state=seed)
+
+
+def _hist_gb(params: Mapping[str, Any], seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(**params, random_state=seed)
+
+
+def _logreg(params: Mapping[str, Any], seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(**params, random_state=seed)
+
+
+# The production recipe: break_ties sends a tied one-vs-one vote to the class with the larger decision
+# values (not the lower index), so the digit is always the most probable one.
+SVC_PARAMS = {"kernel": "rbf", "C": 10.0, "gamma": "scale", "break_ties": True}
+FOREST = {"n_estimators": 200, "n_jobs": -1}
+HIST_GB = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 31, "early_stopping": False}
+TOP_N = {"top_n": 3}
+
+CANDIDATES: dict[str, Candidate] = {c.name: c for c in [
+    Candidate("svc", "base", SVC_PARAMS, "RBF SVC on pixels/255 (the production recipe)", _svc),
+    Candidate("svc-shift", "base", {**SVC_PARAMS, "shifts": 4},
+              "the svc recipe trained on the digits plus one-pixel shifts up, down, left and right", _svc),
+    Candidate("knn", "base", {"n_neighbors": 3, "weights": "distance"}, "k nearest neighbours", _knn),
+    Candidate("random-forest", "base", FOREST, "random forest", _random_forest),
+    Candidate("extra-trees", "base", FOREST, "extremely randomized trees", _extra_trees),
+    Candidate("hist-gb", "base", HIST_GB, "histogram gradient boosting", _hist_gb),
+    Candidate("logreg", "base", {"C": 0.1, "max_iter": 300}, "multinomial logistic regression", _logreg),
+    Candidate("vote-hard", "vote", TOP_N, "majority vote of the top base models"),
+    Candidate("vote-soft", "vote", TOP_N, "mean probabilities of the top base models"),
+    Candidate("blend-logreg", "blend", {**TOP_N, "C": 1.0, "max_iter": 1000},
+              "logistic regression over the top base models' holdout probabilities", _logreg),
+    Candidate("blend-hist-gb", "blend", {**TOP_N, "max_iter": 100},
+              "gradient boosting over the top base models' holdout probabilities", _hist_gb),
+    Candidate("blend-random-forest", "blend", {**TOP_N, **FOREST},
+              "random forest over the top base models' holdout probabilities", _random_forest),
+    Candidate("blend-svc", "blend", {**TOP_N, "C": 1.0},
+              "SVC over the top base models' holdout probabilities", _calibrated_svc),
+]}
+
+DEFAULT = ("svc",)
+
+
+def resolve(names: Iterable[str], params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Candidate]:
+    """The job's candidates with its parameter overrides, base candidates first; bad names or params refused."""
+    names = list(dict.fromkeys(names)) or list(DEFAULT)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise InvalidInput(f"unknown candidate {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
+    params = params or {}
+    stray = set(params) - set(names)
+    if stray:
+        raise InvalidInput(f"parameters given for {', '.join(sorted(stray))}, which the job does not fit")
+    chosen = [CANDIDATES[n].with_params(params.get(n, {})) for n in names]
+    bases = [c for c in chosen if c.kind == "base"]
+    if len(bases) < len(chosen) and len(bases) < 2:
+        raise InvalidInput("ensembles need at least two base candidates in the same job")
+    return bases + [c for c in chosen if c.kind != "base"]

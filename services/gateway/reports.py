@@ -1,0 +1,129 @@
+"""Training reports for people: ``/models`` lists versions, ``/models/<version>`` shows one job's comparison,
+the confusion matrix as a heatmap, per-class F1 as bars, and the most frequent confusions in words.
+
+Pictures are drawn here with matplotlib (Agg, no display) and served as PNG; the pages use no CDN.
+"""
+
+from __future__ import annotations
+
+import io
+from html import escape
+from typing import Any
+
+from digits.registry import ModelRecord
+
+STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:980px;padding:1rem;color:#1b1b1b}
+table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{padding:.35rem .5rem;border-bottom:1px solid #ddd;
+text-align:right}th:first-child,td:first-child{text-align:left}tr.win{background:#eef7ee}tr.active td:first-child{
+font-weight:700}.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:100%;height:auto}
+code{background:#f3f3f3;padding:0 .25rem}a{color:#0645ad}
+"""
+
+COLUMNS = [
+    ("accuracy", "accuracy", "{:.4f}"), ("f1_weighted", "weighted F1", "{:.4f}"),
+    ("fit_seconds", "fit s", "{:.1f}"), ("predict_ms_per_image", "ms / image", "{:.3f}"),
+    ("serialized_bytes", "size MB", None), ("n_support_vectors", "support vectors", "{:d}"),
+]
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if key == "serialized_bytes":
+        return f"{value / 1e6:.1f}"
+    return fmt.format(value) if fmt else escape(str(value))
+
+
+def models_page(records: list[ModelRecord], active: str) -> str:
+    rows = "".join(
+        f'<tr class="{"active" if r.version == active else ""}"><td><a href="/models/{escape(r.version)}">'
+        f'{escape(r.version)}</a>{" (active)" if r.version == active else ""}</td><td>{escape(r.kind)}</td>'
+        + "".join(f"<td>{_cell(r.metrics, k, f)}</td>" for k, _, f in COLUMNS[:3])
+        + f"<td>{escape(str(r.dataset.get('source', '')))} ({r.dataset.get('size', '?')})</td>"
+        f"<td>{escape(r.created_at)}</td></tr>"
+        for r in records
+    )
+    head = "".join(f"<th>{escape(label)}</th>" for _, label, _ in COLUMNS[:3])
+    body = (f"<h1>Models</h1><p>Active: <b>{escape(active or 'none')}</b>. Figures are on each job's own "
+            f"validation digits.</p><table><tr><th>version</th><th>kind</th>{head}<th>data</th><th>created</th>"
+            f"</tr>{rows}</table><p><a href='/'>Draw a digit</a></p>")
+    return _page("Digits: models", body)
+
+
+def model_page(record: ModelRecord, active: str) -> str:
+    report, metrics = record.report, record.metrics
+    candidates = report.get("candidates") or [{"name": record.kind, **metrics}]
+    winner = report.get("winner", record.kind)
+    head = "".join(f"<th>{escape(label)}</th>" for _, label, _ in COLUMNS)
+    rows = "".join(
+        f'<tr class="{"win" if c["name"] == winner else ""}"><td>{escape(c["name"])}'
+        f'{" (winner)" if c["name"] == winner else ""}</td>'
+        + ("".join(f"<td>{_cell(c, k, f)}</td>" for k, _, f in COLUMNS) if "error" not in c
+           else f'<td colspan="{len(COLUMNS)}">failed: {escape(c["error"])}</td>')
+        + "</tr>"
+        for c in candidates
+    )
+    confusions = "".join(f"<li>{escape(s)}</li>" for s in metrics.get("confusions", []))
+    split = report.get("split", {})
+    state = "active" if record.version == active else "not active"
+    body = (
+        f"<p><a href='/models'>All models</a></p><h1>{escape(record.version)}: {escape(record.kind)} ({state})</h1>"
+        f"<p>Trained {escape(record.created_at)} on <code>{escape(str(record.dataset.get('source')))}</code> "
+        f"({record.dataset.get('size')} digits, sha256 {escape(str(record.dataset.get('digest', ''))[:12])}): "
+        f"{split.get('train', '?')} to fit, {split.get('holdout', '?')} holdout, {split.get('validation', '?')} "
+        f"validation. Job <code>{escape(record.job_id)}</code>, code <code>{escape(record.code_version)}</code>.</p>"
+        f"<p>Gate: {escape(str(report.get('gate', '')))}</p>"
+        f"<h2>Candidates of this job</h2><table><tr><th>candidate</th>{head}</tr>{rows}</table>"
+        f"<h2>{escape(record.version)} on the validation digits</h2><ul>{confusions}</ul>"
+        f'<div class="figs"><img src="/models/{escape(record.version)}/confusion.png" width="460" height="400" '
+        f'alt="Confusion matrix of {escape(record.version)}"><img src="/models/{escape(record.version)}/f1.png" '
+        f'width="460" height="400" alt="F1 by digit of {escape(record.version)}"></div>'
+    )
+    return _page(f"Digits: {record.version}", body)
+
+
+def confusion_png(record: ModelRecord) -> bytes:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    matrix = np.array(record.metrics.get("confusion_matrix") or np.zeros((10, 10)))
+    figure = Figure(figsize=(4.6, 4.0), dpi=100)
+    axes = figure.subplots()
+    image = axes.imshow(np.log1p(matrix), cmap="Blues")
+    for (true, read), count in np.ndenumerate(matrix):
+        if count:
+            color = "white" if count > matrix.max() / 2 else "black"
+            axes.text(read, true, str(count), ha="center", va="center", fontsize=6.5, color=color)
+    axes.set(xticks=range(10), yticks=range(10), xlabel="read as", ylabel="true digit",
+             title=f"{record.version}: confusion matrix")
+    figure.colorbar(image, ax=axes, label="log(1 + count)")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def f1_png(record: ModelRecord) -> bytes:
+    from matplotlib.figure import Figure
+
+    scores = record.metrics.get("f1_per_class") or [0.0] * 10
+    figure = Figure(figsize=(4.6, 4.0), dpi=100)
+    axes = figure.subplots()
+    bars = axes.bar(range(10), scores, color="#4a7fb5")
+    axes.bar_label(bars, labels=[f"{s:.3f}" for s in scores], fontsize=7, rotation=90, padding=2)
+    axes.set(xticks=range(10), xlabel="digit", ylabel="F1", ylim=(min(scores) - 0.05, 1.0),
+             title=f"{record.version}: F1 by digit")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _png(figure: Any) -> bytes:
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()

@@ -1,0 +1,129 @@
+"""Fit, evaluate and compare a job's candidates on one shared split.
+
+Base candidates are fitted on ``split.x_train`` and calibrated on the holdout; ensembles are made from the
+``top_n`` base models ranked by holdout accuracy; every model is judged on the validation digits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from digits import augment
+from digits.candidates import Candidate
+from digits.datasets import Split
+from digits.ensembles import BlendEnsemble, VoteEnsemble
+from digits.evaluation import evaluate
+from digits.model import DigitModel, ServedModel
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class Fitted:
+    """A candidate's outcome: its model and figures, or why it failed."""
+
+    candidate: Candidate
+    model: ServedModel | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.model is not None
+
+    def row(self) -> dict[str, Any]:
+        """One line of the comparison table."""
+        keys = ("accuracy", "f1_weighted", "holdout_accuracy", "fit_seconds", "predict_ms_per_image",
+                "serialized_bytes", "n_support_vectors")
+        row = {"name": self.candidate.name, "kind": self.candidate.kind, "params": dict(self.candidate.params)}
+        row.update({k: self.metrics[k] for k in keys if k in self.metrics})
+        if self.error:
+            row["error"] = self.error
+        return row
+
+
+def fit_base(candidate: Candidate, split: Split, seed: int) -> Fitted:
+    x_train, y_train = split.x_train, split.y_train
+    if candidate.shifts:
+        x_train, y_train = augment.with_shifts(x_train, y_train, augment.one_pixel_shifts(candidate.shifts))
+    started = time.perf_counter()
+    model = DigitModel(candidate.estimator(seed))
+    model.estimator.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - started
+    model.calibrate(split.x_hold, split.y_hold)
+    return _judged(candidate, model, split, fit_seconds, train_size=len(y_train))
+
+
+def fit_ensemble(candidate: Candidate, bases: Sequence[Fitted], split: Split, seed: int) -> Fitted:
+    chosen = rank(bases)[: candidate.top_n]
+    members = [b.model for b in chosen]
+    if len(members) < 2:
+        raise ValueError(f"{candidate.name} needs at least two fitted base models, {len(members)} succeeded")
+    assert all(isinstance(m, DigitModel) for m in members)
+    started = time.perf_counter()
+    model: ServedModel
+    if candidate.kind == "vote":
+        model = VoteEnsemble(members, soft=candidate.name == "vote-soft")  # type: ignore[arg-type]
+    else:
+        model = BlendEnsemble.fit(members, candidate.estimator(seed), split.x_hold, split.y_hold)  # type: ignore[arg-type]
+    # Producing an ensemble costs its members' fits too.
+    fit_seconds = time.perf_counter() - started + sum(b.metrics["fit_seconds"] for b in chosen)
+    judged = _judged(candidate, model, split, fit_seconds, train_size=len(split.y_hold))
+    judged.metrics["members"] = [b.candidate.name for b in chosen]
+    del judged.metrics["holdout_accuracy"]  # the blender was fitted on the holdout: not a fair figure
+    return judged
+
+
+def rank(fitted: Sequence[Fitted]) -> list[Fitted]:
+    """Successful base models, best on the holdout first (never on validation: that judges the ensembles)."""
+    return sorted((f for f in fitted if f.ok), key=lambda f: -f.metrics["holdout_accuracy"])
+
+
+def winner(fitted: Sequence[Fitted]) -> Fitted | None:
+    """The most accurate on validation; weighted F1, then the smaller model, break ties."""
+    ok = [f for f in fitted if f.ok]
+    if not ok:
+        return None
+    return max(ok, key=lambda f: (f.metrics["accuracy"], f.metrics["f1_weighted"], -f.metrics["serialized_bytes"]))
+
+
+def compare(candidates: Sequence[Candidate], split: Split, seed: int, report: Report) -> list[Fitted]:
+    """Fit every candidate in order (bases first); a failing candidate is recorded and skipped."""
+    fitted: list[Fitted] = []
+    for index, candidate in enumerate(candidates, start=1):
+        report(f"fitting {candidate.name} ({index}/{len(candidates)})")
+        bases = [f for f in fitted if f.candidate.kind == "base"]
+        fitted.append(attempt(candidate, partial(fit_one, candidate, bases, split, seed)))
+    return fitted
+
+
+def fit_one(candidate: Candidate, bases: Sequence[Fitted], split: Split, seed: int) -> Fitted:
+    return fit_base(candidate, split, seed) if candidate.kind == "base" else fit_ensemble(candidate, bases, split, seed)
+
+
+def attempt(candidate: Candidate, fit: Callable[[], Fitted]) -> Fitted:
+    try:
+        return fit()
+    except Exception as error:  # one bad candidate must not sink the comparison
+        log.exception("candidate failed", extra={"candidate": candidate.name})
+        return Fitted(candidate, error=f"{type(error).__name__}: {error}")
+
+
+def _judged(candidate: Candidate, model: ServedModel, split: Split, fit_seconds: float, train_size: int) -> Fitted:
+    model.prepare()
+    metrics = evaluate(model, split.x_val, split.y_val)
+    holdout_labels, _ = model.predict(split.x_hold)
+    metrics.update(fit_seconds=round(fit_seconds, 3), train_size=train_size,
+                   holdout_accuracy=float(np.mean(holdout_labels == split.y_hold)))
+    log.info("candidate judged", extra={"candidate": candidate.name, "accuracy": metrics["accuracy"],
+                                        "fit_seconds": metrics["fit_seconds"]})
+    return Fitted(candidate, model, metrics)

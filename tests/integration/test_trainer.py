@@ -1,0 +1,152 @@
+"""The trainer on the running stack: every candidate in one job, the gate both ways, fan-out over two real
+workers, cancel, and determinism."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from rq.job import Job
+
+from digits.jobs import candidate_job_id
+from digits.stack.local import REPO, LocalStack
+from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2_grpc, training_pb2, training_pb2_grpc
+from tests.integration.test_registry_flow import retrain, wait_for_version
+
+Metadata = tuple[tuple[str, str], ...]
+
+ALL = ["svc", "svc-shift", "knn", "random-forest", "extra-trees", "hist-gb", "logreg", "vote-hard", "vote-soft",
+       "blend-logreg", "blend-hist-gb", "blend-random-forest", "blend-svc"]
+# Sizes that fit the test suite's time on two cores.
+SMALL = {"hist-gb": {"max_iter": 10}, "blend-hist-gb": {"max_iter": 20},
+         "random-forest": {"n_estimators": 60}, "extra-trees": {"n_estimators": 60},
+         "blend-random-forest": {"n_estimators": 60}}
+
+
+def active(models: models_pb2_grpc.ModelsStub) -> str:
+    return str(models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, response.read()
+
+
+def test_every_candidate_in_one_job_and_the_report(
+    stack: LocalStack, models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
+    admin: Metadata,
+) -> None:
+    job = retrain(training, admin, candidates=ALL, params_json=json.dumps(SMALL), limit=1500, no_activate=True)
+    result = json.loads(job.result_json)
+    rows = {row["name"]: row for row in result["candidates"]}
+    assert set(rows) == set(ALL)
+    failed = {name: row["error"] for name, row in rows.items() if "error" in row}
+    assert not failed
+    assert result["winner"] in rows and job.version
+
+    model = models.GetModel(models_pb2.GetModelRequest(version=job.version), timeout=10)
+    report = json.loads(model.report_json)
+    assert {row["name"] for row in report["candidates"]} == set(ALL)
+    assert report["split"]["validation"] == 300
+    metrics = json.loads(model.metrics_json)
+    assert metrics["confusions"] and " were read as " in metrics["confusions"][0]
+
+    base = f"http://127.0.0.1:{stack.ports.gateway_http}"
+    status, page = get(f"{base}/models/{job.version}")
+    assert status == 200
+    for name in ALL:
+        assert f">{name}" in page.decode()
+    for chart in ("confusion.png", "f1.png"):
+        status, png = get(f"{base}/models/{job.version}/{chart}")
+        assert status == 200 and png.startswith(b"\x89PNG")
+    status, listing = get(f"{base}/models")
+    assert status == 200 and f"/models/{job.version}" in listing.decode()
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "digits.cli", "--gateway", stack.ports.gateway, "models", "show", job.version],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    assert "blend-svc" in shown and "were read as" in shown
+
+
+def test_gate_registers_a_worse_model_without_activating_it_and_activates_a_better_one(
+    models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
+    recognizer: recognizer_pb2_grpc.RecognizerStub, admin: Metadata,
+) -> None:
+    before = active(models)
+    worse = retrain(training, admin, candidates=["logreg"])
+    assert worse.version and worse.outcome.startswith(f"registered {worse.version}, not activated")
+    assert active(models) == before
+
+    better = retrain(training, admin, candidates=["svc-shift"])
+    assert better.outcome.startswith(f"activated {better.version}"), better.outcome
+    assert active(models) == better.version
+    wait_for_version(recognizer, better.version)
+
+
+@pytest.fixture
+def second_worker(stack: LocalStack) -> Iterator[subprocess.Popen[bytes]]:
+    trainer = next(p for p in stack.processes() if p.name == "trainer")
+    log = (stack.run_dir / "logs" / "trainer-2.log").open("ab")
+    worker = subprocess.Popen(list(trainer.argv), env=dict(trainer.env), cwd=REPO, stdout=log, stderr=log)
+    yield worker
+    worker.terminate()
+    worker.wait(30)
+    log.close()
+
+
+def test_fan_out_fits_candidates_on_two_workers(
+    stack: LocalStack, second_worker: subprocess.Popen[bytes], training: training_pb2_grpc.TrainingStub,
+    admin: Metadata,
+) -> None:
+    names = ["svc", "svc-shift", "knn"]
+    job = retrain(training, admin, candidates=[*names, "vote-soft"], parallel=True, limit=2000, no_activate=True)
+    result = json.loads(job.result_json)
+    assert {row["name"] for row in result["candidates"]} == {*names, "vote-soft"}
+    assert all("error" not in row for row in result["candidates"])
+    parts = [Job.fetch(candidate_job_id(job.id, n), connection=stack.redis_client()) for n in names]
+    workers = {part.worker_name for part in parts}
+    assert len(workers) == 2, f"candidates ran on {workers}"
+
+
+def test_cancel_stops_a_running_job_and_registers_nothing(
+    models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub, admin: Metadata,
+) -> None:
+    versions = {m.version for m in models.ListModels(models_pb2.ListModelsRequest(), timeout=10).models}
+    job = training.Retrain(training_pb2.RetrainRequest(candidates=["svc-shift"], params_json='{"svc-shift": '
+                           '{"shifts": 8}}'), metadata=admin, timeout=10)
+    deadline = time.monotonic() + 60
+    while training.GetJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=10).status != "started":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
+    training.CancelJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=10)
+    deadline = time.monotonic() + 30
+    while (ended := training.GetJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=10)).status \
+            not in {"stopped", "failed", "canceled"}:
+        assert time.monotonic() < deadline, ended.status
+        time.sleep(0.2)
+    assert ended.error and not ended.version
+    assert {m.version for m in models.ListModels(models_pb2.ListModelsRequest(), timeout=10).models} == versions
+
+
+def test_same_spec_same_split_same_figures(training: training_pb2_grpc.TrainingStub, admin: Metadata) -> None:
+    first, second = (retrain(training, admin, candidates=["svc", "logreg"], limit=1000, seed=5, no_activate=True)
+                     for _ in range(2))
+    figures = [[(r["name"], r["accuracy"], r["f1_weighted"]) for r in json.loads(j.result_json)["candidates"]]
+               for j in (first, second)]
+    assert figures[0] == figures[1]
+    assert json.loads(first.result_json)["dataset"]["digest"] == json.loads(second.result_json)["dataset"]["digest"]
+
+
+def test_unknown_candidate_is_refused(training: training_pb2_grpc.TrainingStub, admin: Metadata) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        training.Retrain(training_pb2.RetrainRequest(candidates=["svc", "magic"]), metadata=admin, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "magic" in error.value.details()
