@@ -107,6 +107,8 @@ def _code_for(error: BaseException, context: Context) -> grpc.StatusCode:
         return grpc.StatusCode.CANCELLED
     if isinstance(error, DigitsError):
         return error.code
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code()
     if isinstance(error, grpc.aio.AbortError):
         code = context.code()
         return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
@@ -120,6 +122,9 @@ async def _abort_for(error: BaseException, context: Context, method: str) -> Non
     if isinstance(error, DigitsError):
         log.info("call refused", extra={"method": method, "code": error.code.name, "reason": str(error)})
         await context.abort(error.code, str(error))
+    if isinstance(error, grpc.aio.AioRpcError):
+        # An upstream call (gateway -> inference) failed: the caller gets its status and words unchanged.
+        await context.abort(error.code(), error.details() or error.code().name)
     log.exception("unexpected error", extra={"method": method})
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the service logged the details")
 

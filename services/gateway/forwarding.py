@@ -63,6 +63,11 @@ class Forwarder:
             request_serializer=pb.PredictRequest.SerializeToString,
             response_deserializer=pb.PredictResponse.FromString,
         )
+        self._predict_batch = channel.unary_unary(
+            f"/{SERVICE}/PredictBatch",
+            request_serializer=pb.PredictBatchRequest.SerializeToString,
+            response_deserializer=pb.PredictBatchResponse.FromString,
+        )
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -73,17 +78,22 @@ class Forwarder:
         call = self._raw[name]
 
         async def forward(request: bytes, context: Context) -> bytes:
-            try:
-                response: bytes = await call(request, timeout=self._timeout(context.time_remaining()),
-                                             wait_for_ready=True)
-            except grpc.aio.AioRpcError as error:
-                await context.abort(error.code(), error.details() or "")
+            # An upstream error reaches the caller with its own status (digits.rpc maps it).
+            response: bytes = await call(request, timeout=self._timeout(context.time_remaining()), wait_for_ready=True)
             return response
 
         return forward
 
     async def predict(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
         response: pb.PredictResponse = await self._predict(
+            request, timeout=self._timeout(timeout), wait_for_ready=True
+        )
+        return response
+
+    async def predict_batch(
+        self, request: pb.PredictBatchRequest, timeout: float | None = None
+    ) -> pb.PredictBatchResponse:
+        response: pb.PredictBatchResponse = await self._predict_batch(
             request, timeout=self._timeout(timeout), wait_for_ready=True
         )
         return response

@@ -12,18 +12,21 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from digits import logs, rpc
+from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from digits.registry import Registry
 from digits.settings import get_settings
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
-from services.gateway import forwarding
+from services.gateway import forwarding, open_inference
 from services.gateway.http import create_app
 from services.gateway.models import Models
+from services.gateway.open_inference import OpenInference
 from services.gateway.training import Training
 
 log = logging.getLogger(__name__)
 
 MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 TRAINING = training_pb2.DESCRIPTOR.services_by_name["Training"].full_name
+OIP = open_inference.SERVICE
 HEALTH_POLL_SECONDS = 1.0
 
 
@@ -52,6 +55,15 @@ class InferenceHealth:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("digits")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 async def main() -> None:
     settings = get_settings()
     logs.configure("gateway", settings.log_level)
@@ -62,17 +74,22 @@ async def main() -> None:
     channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
     forwarder = forwarding.Forwarder(channel, settings.inference_timeout_seconds)
     server = rpc.create_server(settings.max_message_bytes)
-    health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING])
+    health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING, OIP])
     server.add_generic_rpc_handlers([forwarder.handler()])
     models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, settings), server)
     training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
-    await rpc.set_serving(health_servicer, ["", MODELS, TRAINING], True)
+    inference_health = InferenceHealth(channel, health_servicer)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(
+        OpenInference(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items,
+                      version=_package_version()),
+        server,
+    )
+    await rpc.set_serving(health_servicer, ["", MODELS, TRAINING, OIP], True)
     await rpc.set_serving(health_servicer, [forwarding.SERVICE], False)
     grpc_address = f"{settings.bind_host}:{settings.gateway_grpc_port}"
     server.add_insecure_port(grpc_address)
     await server.start()
 
-    inference_health = InferenceHealth(channel, health_servicer)
     watching = asyncio.create_task(inference_health.run())
     runner = web.AppRunner(create_app(forwarder, registry, settings, lambda: inference_health.serving), access_log=None)
     await runner.setup()

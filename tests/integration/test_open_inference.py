@@ -1,0 +1,97 @@
+"""The Open Inference Protocol, checked with a client nobody here wrote: tritonclient, unmodified, in its
+own venv (.venv-triton, made by `make test`). Its answers must match digits.v1 Predict on the same digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from digits.oip import grpc_predict_v2_pb2 as oip
+from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
+from digits.stack.local import REPO, LocalStack
+from digits.v1 import recognizer_pb2 as pb
+from digits.v1 import recognizer_pb2_grpc
+from tests.integration.digits_data import as_png, held_out
+
+TRITON_PYTHON = REPO / ".venv-triton" / "bin" / "python"
+BATCH = 32
+
+
+def test_tritonclient_agrees_with_digits_v1(
+    stack: LocalStack, recognizer: recognizer_pb2_grpc.RecognizerStub, tmp_path: Path
+) -> None:
+    pixels, labels = held_out(BATCH)
+    np.save(tmp_path / "pixels.npy", pixels)
+    (tmp_path / "images").mkdir()
+    for i, row in enumerate(pixels):
+        (tmp_path / "images" / f"{i:03d}.png").write_bytes(as_png(row))
+
+    out = subprocess.run(
+        [str(TRITON_PYTHON), str(REPO / "tests" / "conformance" / "triton_client.py"), stack.ports.gateway,
+         str(tmp_path / "pixels.npy"), str(tmp_path / "images")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["live"] and got["ready"] and got["model_ready"]
+    assert got["metadata"]["name"] == "digits" and got["metadata"]["versions"]
+    assert {i["name"] for i in got["metadata"]["inputs"]} == {"image", "pixels"}
+
+    by_pixels = [recognizer.Predict(pb.PredictRequest(pixels=pb.Pixels(values=r.tolist())), timeout=10) for r in pixels]
+    by_image = [recognizer.Predict(pb.PredictRequest(image=as_png(r)), timeout=10) for r in pixels]
+    assert got["pixels"]["digit"] == [r.digit for r in by_pixels]
+    assert got["image"]["digit"] == [r.digit for r in by_image]
+    assert np.allclose(got["pixels"]["probabilities"], [list(r.probabilities) for r in by_pixels], atol=1e-6)
+    assert got["pixels"]["version"] == by_pixels[0].version
+    assert np.mean(np.array(got["pixels"]["digit"]) == labels) >= 0.9
+
+
+@pytest.fixture
+def oip_stub(channel: grpc.Channel) -> oip_grpc.GRPCInferenceServiceStub:
+    return oip_grpc.GRPCInferenceServiceStub(channel)
+
+
+def pixels_input(rows: np.ndarray, datatype: str = "UINT8", shape: list[int] | None = None) -> oip.ModelInferRequest:
+    tensor = oip.ModelInferRequest.InferInputTensor(name="pixels", datatype=datatype,
+                                                    shape=shape or [len(rows), 784])
+    raw = rows.astype(np.uint8 if datatype == "UINT8" else "<f4").tobytes()
+    return oip.ModelInferRequest(model_name="digits", inputs=[tensor], raw_input_contents=[raw])
+
+
+def test_uint8_28x28_and_typed_contents_answer_alike(oip_stub: oip_grpc.GRPCInferenceServiceStub) -> None:
+    pixels, _ = held_out(4)
+    raw = oip_stub.ModelInfer(pixels_input(np.rint(pixels), "UINT8", [4, 28, 28]), timeout=10)
+    typed = oip_stub.ModelInfer(oip.ModelInferRequest(model_name="digits", inputs=[
+        oip.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[4, 784],
+                                               contents=oip.InferTensorContents(fp32_contents=np.rint(pixels).ravel()))
+    ]), timeout=10)
+    assert np.frombuffer(raw.raw_output_contents[0], "<i8").tolist() == \
+        np.frombuffer(typed.raw_output_contents[0], "<i8").tolist()
+    assert [o.name for o in raw.outputs] == ["digit", "probabilities"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "word"),
+    [
+        (oip.ModelInferRequest(model_name="nope"), grpc.StatusCode.NOT_FOUND, "digits"),
+        (pixels_input(np.zeros((2, 784)), shape=[2, 783]), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        (pixels_input(np.zeros((1, 784)), datatype="FP32", shape=[2, 784]), grpc.StatusCode.INVALID_ARGUMENT, "bytes"),
+        (pixels_input(np.full((1, 784), np.nan), datatype="FP32"), grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+        (oip.ModelInferRequest(model_name="digits", model_version="v999", inputs=[
+            oip.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])]),
+         grpc.StatusCode.NOT_FOUND, "v999"),
+    ],
+    ids=["unknown model", "wrong shape", "short raw", "nan", "unknown version"],
+)
+def test_errors_carry_the_digits_v1_codes(
+    oip_stub: oip_grpc.GRPCInferenceServiceStub, request_: oip.ModelInferRequest, code: grpc.StatusCode, word: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        oip_stub.ModelInfer(request_, timeout=10)
+    assert error.value.code() == code, error.value.details()
+    assert word in error.value.details()
