@@ -134,15 +134,18 @@ def _observe(service: str, method: str, code: grpc.StatusCode, started: float) -
     LATENCY.labels(service, method).observe(time.perf_counter() - started)
 
 
-def create_server(max_message_bytes: int) -> grpc.aio.Server:
-    return grpc.aio.server(
-        interceptors=[ServingInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+def create_server(max_message_bytes: int, max_connection_age_seconds: float = 0) -> grpc.aio.Server:
+    options: list[tuple[str, int]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second process on the same port is an error, not a silent split
+    ]
+    if max_connection_age_seconds:
+        # Clients reconnect now and then, and so re-resolve DNS: new replicas behind a headless Service
+        # join the round robin. In-flight calls get the grace period to finish.
+        options += [("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
+                    ("grpc.max_connection_age_grace_ms", 30_000)]
+    return grpc.aio.server(interceptors=[ServingInterceptor()], options=options)
 
 
 def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:

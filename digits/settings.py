@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     inference_timeout_seconds: float = 10.0  # used when the caller set no deadline
     model_poll_seconds: float = 2.0  # how often replicas re-read digits:active besides pub/sub
     shutdown_grace_seconds: float = 10.0
+    max_connection_age_seconds: float = 60.0  # inference: how long a client connection lives (DNS re-resolution)
     batch_max_size: int = 256
     batch_max_wait_ms: float = 0.0
 

@@ -101,7 +101,7 @@ async def main() -> None:
     settings.warn_if_insecure()
     registry = Registry.from_url(settings.redis_url, settings.registry_key)
 
-    server = rpc.create_server(settings.max_message_bytes)
+    server = rpc.create_server(settings.max_message_bytes, settings.max_connection_age_seconds)
     health = rpc.add_health_and_reflection(server, [SERVICE])
     # The process is alive at once (liveness: ""); it is ready for Recognizer calls once a model is loaded.
     await rpc.set_serving(health, [""], True)
