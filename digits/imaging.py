@@ -274,8 +274,8 @@ def _ink_on_black(grey: FloatImage) -> FloatImage:
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise InvalidInput(
-            f"no digit found: the image has no ink (nothing differs from the background by more than"
-            f" {peak:.0f} grey levels; at least {MIN_CONTRAST:.0f} are needed)"
+            "no digit found: the image looks blank. Draw or photograph the digit darker or larger "
+            f"(its ink stands out by {peak:.0f} grey levels; at least {MIN_CONTRAST:.0f} are needed)"
         )
     ink *= 255.0 / peak
     ink[ink < NOISE_FLOOR * 255.0] = 0.0

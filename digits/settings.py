@@ -52,6 +52,7 @@ class Settings(BaseSettings):
 
     # Serving.
     inference_timeout_seconds: float = 10.0  # used when the caller set no deadline
+    gateway_max_in_flight: int = 512  # Recognizer calls forwarded at once; more get RESOURCE_EXHAUSTED
     model_poll_seconds: float = 2.0  # how often replicas re-read digits:active besides pub/sub
     shutdown_grace_seconds: float = 10.0
     max_connection_age_seconds: float = 60.0  # inference: how long a client connection lives (DNS re-resolution)

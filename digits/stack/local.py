@@ -29,6 +29,7 @@ from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_gr
 
 REPO = Path(__file__).resolve().parents[2]
 RECOGNIZER = "digits.v1.Recognizer"
+METRICS_OFFSET = 1000
 # What a process needs from the caller's environment besides what compose gives it.
 _INHERITED = {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"}
 
@@ -87,7 +88,9 @@ def plan(services: Mapping[str, compose.ServiceSpec], ports: Ports, run_dir: Pat
     common = inherited | _passed(base_env)
     specs = [_redis(services["redis"], ports, run_dir, inherited)]
     for replica, port in enumerate(ports.inference, start=1):
-        env = _network(services["inference"].environment, ports) | {"INFERENCE_PORT": str(port)}
+        # Each replica's Prometheus endpoint sits METRICS_OFFSET above its gRPC port.
+        env = _network(services["inference"].environment, ports) | {
+            "INFERENCE_PORT": str(port), "DIGITS_METRICS_PORT": str(port + METRICS_OFFSET)}
         specs.append(ProcessSpec(f"inference-{replica}", _python(services["inference"]), common | env))
     for name in ("gateway", "trainer"):
         specs.append(ProcessSpec(name, _python(services[name]), common | _network(services[name].environment, ports)))

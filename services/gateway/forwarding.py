@@ -7,15 +7,20 @@ so that a draining replica gets no new calls. The caller's deadline travels with
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 
+from digits.errors import TooLarge
 from digits.rpc import Context
 from digits.v1 import recognizer_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+SHED = Counter("digits_gateway_shed_total", "Recognizer calls refused because too many were in flight.")
 METHODS = ("Predict", "PredictBatch")
 
 _SERVICE_CONFIG = {
@@ -46,15 +51,25 @@ def inference_channel(target: str, max_message_bytes: int) -> grpc.aio.Channel:
             ("grpc.max_receive_message_length", max_message_bytes),
             # Re-resolve DNS often enough to see new replicas (dns:/// targets).
             ("grpc.dns_min_time_between_resolutions_ms", 5000),
+            # A restarted replica rejoins within a second or two, not after gRPC's default backoff (up to 2 min).
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ],
     )
 
 
 class Forwarder:
-    """Forwards raw Recognizer calls; also offers the typed Predict that the HTTP side uses."""
+    """Forwards raw Recognizer calls; also offers the typed calls that HTTP and the Open Inference Protocol use.
 
-    def __init__(self, channel: grpc.aio.Channel, default_timeout: float) -> None:
+    At most ``max_in_flight`` calls are forwarded at once: past that the gateway answers RESOURCE_EXHAUSTED
+    at once rather than queueing without bound behind a saturated inference.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, default_timeout: float, max_in_flight: int) -> None:
         self._default_timeout = default_timeout
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
             name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS
         }
@@ -79,23 +94,38 @@ class Forwarder:
 
         async def forward(request: bytes, context: Context) -> bytes:
             # An upstream error reaches the caller with its own status (digits.rpc maps it).
-            response: bytes = await call(request, timeout=self._timeout(context.time_remaining()), wait_for_ready=True)
+            with self._admitted():
+                response: bytes = await call(request, timeout=self._timeout(context.time_remaining()),
+                                             wait_for_ready=True)
             return response
 
         return forward
 
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        if self._in_flight >= self._max_in_flight:
+            SHED.inc()
+            raise TooLarge(f"the gateway is at its limit of {self._max_in_flight} calls in flight; retry shortly")
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
     async def predict(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
-        response: pb.PredictResponse = await self._predict(
-            request, timeout=self._timeout(timeout), wait_for_ready=True
-        )
+        with self._admitted():
+            response: pb.PredictResponse = await self._predict(
+                request, timeout=self._timeout(timeout), wait_for_ready=True
+            )
         return response
 
     async def predict_batch(
         self, request: pb.PredictBatchRequest, timeout: float | None = None
     ) -> pb.PredictBatchResponse:
-        response: pb.PredictBatchResponse = await self._predict_batch(
-            request, timeout=self._timeout(timeout), wait_for_ready=True
-        )
+        with self._admitted():
+            response: pb.PredictBatchResponse = await self._predict_batch(
+                request, timeout=self._timeout(timeout), wait_for_ready=True
+            )
         return response
 
     def _timeout(self, remaining: float | None) -> float:

@@ -35,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(
     forwarder: Forwarder, registry: Registry, settings: Settings, is_serving: Callable[[], bool]
 ) -> web.Application:
-    app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_json_errors])
+    app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_security_headers, _json_errors])
     app["forwarder"] = forwarder
     app["registry"] = registry
     app["is_serving"] = is_serving
@@ -49,6 +49,18 @@ def create_app(
     app.router.add_get(r"/models/{version:v\d+}/confusion.png", _chart(reports.confusion_png))
     app.router.add_get(r"/models/{version:v\d+}/f1.png", _chart(reports.f1_png))
     return app
+
+
+# The page and its assets come from the gateway alone; the browser enforces it.
+CONTENT_SECURITY_POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'"
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
 
 
 @web.middleware

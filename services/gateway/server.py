@@ -72,7 +72,7 @@ async def main() -> None:
     connection = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
     channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
-    forwarder = forwarding.Forwarder(channel, settings.inference_timeout_seconds)
+    forwarder = forwarding.Forwarder(channel, settings.inference_timeout_seconds, settings.gateway_max_in_flight)
     server = rpc.create_server(settings.max_message_bytes)
     health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING, OIP])
     server.add_generic_rpc_handlers([forwarder.handler()])

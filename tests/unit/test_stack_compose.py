@@ -12,7 +12,8 @@ from digits.stack import compose
 from digits.stack.local import Ports, local_env, plan
 
 REPO = Path(__file__).resolve().parents[2]
-NETWORK = {"REDIS_URL", "INFERENCE_TARGET", "INFERENCE_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_HTTP_PORT"}
+NETWORK = {"REDIS_URL", "INFERENCE_TARGET", "INFERENCE_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_HTTP_PORT",
+           "DIGITS_METRICS_PORT"}
 
 
 def test_compose_file_is_valid_against_the_compose_spec() -> None:

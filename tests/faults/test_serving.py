@@ -1,0 +1,187 @@
+"""Serving through faults: hot swaps, a lost replica, a rolling restart, racing promotions, forged models.
+
+Each case runs a load of 32 concurrent Predict clients through the gateway and prints its figures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+import redis
+
+from digits.healthcheck import is_serving
+from digits.registry import Registry, blob_key
+from digits.stack.local import METRICS_OFFSET, LocalStack
+from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
+from tests.faults.conftest import ADMIN
+from tests.faults.load import Load
+from tests.stacks import REGISTRY_KEY, running_process_groups
+
+RECOGNIZER = "digits.v1.Recognizer"
+SWAP_LAG_SECONDS = 2.0  # pub/sub + fetch + verify + warm of the sample model, with margin
+
+
+def train(stack: LocalStack, seed: int) -> str:
+    with grpc.insecure_channel(stack.ports.gateway) as channel:
+        training = training_pb2_grpc.TrainingStub(channel)
+        job = training.Retrain(training_pb2.RetrainRequest(seed=seed, limit=1000, no_activate=True),
+                               metadata=ADMIN, timeout=10)
+        for job in training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=ADMIN, timeout=120):
+            pass
+    assert job.status == "finished", job.error
+    return str(job.version)
+
+
+def active(models: models_pb2_grpc.ModelsStub) -> str:
+    return str(models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version)
+
+
+def predict_count(port: int) -> float:
+    """Predict calls a replica has answered, from its own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pattern = r'grpc_server_handled_total\{grpc_code="OK",grpc_method="Predict",grpc_service="digits.v1.Recognizer"\} (\S+)'
+    found = re.search(pattern, text)
+    return float(found.group(1)) if found else 0.0
+
+
+def wait_for(check: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_hot_swap_under_load(stack: LocalStack, models: models_pb2_grpc.ModelsStub) -> None:
+    first = active(models)
+    second = train(stack, seed=1)
+    history: list[tuple[float, str]] = [(0.0, first)]
+    with Load(stack.ports.gateway, clients=32) as load:
+        for i in range(20):
+            if i % 2 == 0:
+                done = models.ActivateModel(models_pb2.ActivateModelRequest(version=second, reason="fault test"),
+                                            metadata=ADMIN, timeout=10)
+            else:
+                done = models.Rollback(models_pb2.RollbackRequest(reason="fault test"), metadata=ADMIN, timeout=10)
+            history.append((time.monotonic(), done.active_version))
+            time.sleep(0.3)
+        time.sleep(SWAP_LAG_SECONDS)
+    load.report("hot swap: 20 activations and rollbacks, 32 clients")
+    assert not load.failures(), load.failures()[:5]
+
+    def active_during(start: float, end: float) -> set[str]:
+        versions = {v for t, v in history if start - SWAP_LAG_SECONDS <= t <= end}
+        before = [v for t, v in history if t < start - SWAP_LAG_SECONDS]
+        return versions | set(before[-1:])
+
+    wrong = [c for c in load.calls if c.version not in active_during(c.start, c.end)]
+    assert not wrong, f"{len(wrong)} answers came from a version that was not active during the call"
+    assert {c.version for c in load.calls} == {first, second}
+
+
+def test_replica_loss_under_load(stack: LocalStack) -> None:
+    victim_port = stack.ports.inference[0]
+    before = running_process_groups(stack.run_dir)["inference-1"]
+    with Load(stack.ports.gateway, clients=32) as load:
+        time.sleep(1.0)
+        os.killpg(before, signal.SIGKILL)
+        wait_for(lambda: running_process_groups(stack.run_dir).get("inference-1") not in (None, before),
+                 "the supervisor did not restart the killed replica")
+        wait_for(lambda: is_serving(f"127.0.0.1:{victim_port}", RECOGNIZER), "the restarted replica is not ready")
+        rejoined = predict_count(victim_port)
+        wait_for(lambda: predict_count(victim_port) > rejoined + 50, "the restarted replica got no traffic")
+    load.report("replica loss: SIGKILL one of two replicas, 32 clients")
+    assert not load.failures(), load.failures()[:5]
+
+
+def test_rolling_restart_under_load(stack: LocalStack) -> None:
+    with Load(stack.ports.gateway, clients=32) as load:
+        for index, port in enumerate(stack.ports.inference, start=1):
+            name = f"inference-{index}"
+            pid = running_process_groups(stack.run_dir)[name]
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda pid=pid, name=name: running_process_groups(stack.run_dir).get(name) not in (None, pid),
+                     f"{name} was not restarted")
+            wait_for(lambda port=port: is_serving(f"127.0.0.1:{port}", RECOGNIZER), f"{name} is not ready again")
+    load.report("rolling restart: SIGTERM each replica in turn, 32 clients")
+    bad = [c for c in load.failures() if c.code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)]
+    assert not bad, bad[:5]
+    assert not load.failures()
+    logs = "".join((stack.run_dir / "logs" / f"inference-{i}.log").read_text() for i in (1, 2))
+    assert logs.count("stopping: not serving, draining") >= 2
+
+
+def test_racing_promotions_have_one_winner(stack: LocalStack, models: models_pb2_grpc.ModelsStub) -> None:
+    contenders = [train(stack, seed=s) for s in (2, 3)]
+    barrier = threading.Barrier(len(contenders))
+    outcomes: dict[str, grpc.StatusCode] = {}
+
+    def promote(version: str) -> None:
+        barrier.wait()
+        try:
+            models.ActivateModel(models_pb2.ActivateModelRequest(version=version, reason="race"), metadata=ADMIN,
+                                 timeout=10)
+            outcomes[version] = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            outcomes[version] = error.code()
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in contenders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [v for v, code in outcomes.items() if code == grpc.StatusCode.OK]
+    print(f"[racing promotions] outcomes {({v: c.name for v, c in outcomes.items()})}")
+    registry = Registry(stack.redis_client(), REGISTRY_KEY)
+    assert registry.active_version() == registry.promotions(1)[0].to_version
+    # Both may succeed one after the other (the second then replaces the first): never interleaved.
+    assert winners and registry.active_version() in winners
+    log = [p for p in registry.promotions(10) if p.why == "race"]
+    assert len(log) == len(winners)
+    if len(winners) == 2:
+        assert log[0].from_version == log[1].to_version
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad signature", "another key"])
+def test_corrupt_or_forged_models_are_never_served(
+    stack: LocalStack, models: models_pb2_grpc.ModelsStub, damage: str
+) -> None:
+    serving = active(models)
+    forged = train(stack, seed=10 + len(damage))
+    client = stack.redis_client()
+    blob = client.get(blob_key(forged))
+    assert isinstance(blob, bytes)
+    if damage == "truncated":
+        client.set(blob_key(forged), blob[: len(blob) // 2])
+    elif damage == "bad signature":
+        client.hset(f"digits:model:{forged}", "signature", "0" * 64)
+    else:
+        forger = Registry(redis.Redis(port=stack.ports.redis), "a-key-that-is-not-ours")
+        record = forger.register({"not": "a model"}, kind="svc", params={}, metrics={}, dataset={})
+        forged = record.version
+    failures_before = sum(load_failures(port) for port in stack.ports.inference)
+    registry = Registry(client, REGISTRY_KEY)
+    with Load(stack.ports.gateway, clients=8) as load:
+        assert registry.activate(forged, expected=serving, why="forged by the fault test")
+        time.sleep(SWAP_LAG_SECONDS)
+        assert registry.activate(serving, expected=forged, why="undo the forgery")
+    load.report(f"forged model ({damage})")
+    assert not load.failures()
+    assert {c.version for c in load.calls} == {serving}
+    assert sum(load_failures(port) for port in stack.ports.inference) >= failures_before + 2
+    with pytest.raises(grpc.RpcError) as error:
+        models.ActivateModel(models_pb2.ActivateModelRequest(version=forged), metadata=ADMIN, timeout=10)
+    assert error.value.code() == grpc.StatusCode.DATA_LOSS
+
+
+def load_failures(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(v) for v in re.findall(r"^digits_model_load_failures_total\{[^}]*\} (\S+)$", text, re.M))

@@ -1,0 +1,287 @@
+"""The drawing page in a real browser (Debian's Chromium, headless), against the real stack.
+
+Digits are drawn with mouse strokes that trace the skeletons of real held-out MNIST digits, so the right
+answer is known; pictures are uploaded through the file input; errors must be shown in words. Screenshots
+land in test-artifacts/browser/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from digits.stack.local import LocalStack
+from tests.integration.digits_data import held_out
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+# The first two held-out digits of every class are traced with the mouse: 20 drawings.
+DRAWN_PER_CLASS = 2
+# Measured with the stack's first model: 17 of these 20 read correctly (56 of 60 with six per class). The
+# misses come from the tracing: a 0 whose loop is open above 128 and a 2 whose loop thins to a spur.
+MIN_DRAWN_CORRECT = 16
+IDLE = "document.getElementById('result').getAttribute('aria-busy') === 'false'"
+
+# A file delivered the way a drop or a paste delivers it: a DataTransfer on a DragEvent or ClipboardEvent.
+DELIVER = """([kind, data, name]) => {
+  const file = new File([Uint8Array.from(atob(data), (c) => c.charCodeAt(0))], name, {type: "image/png"});
+  const transfer = new DataTransfer();
+  transfer.items.add(file);
+  const init = {bubbles: true, cancelable: true};
+  const event = kind === "drop" ? new DragEvent("drop", {...init, dataTransfer: transfer})
+                                : new ClipboardEvent("paste", {...init, clipboardData: transfer});
+  document.getElementById("pad").dispatchEvent(event);
+}"""
+
+Stroke = list[tuple[float, float]]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+
+
+# ---------------------------------------------------------------------------------------------
+# Strokes from real MNIST digits: threshold, thin to a one-pixel skeleton, order into pen strokes
+# ---------------------------------------------------------------------------------------------
+
+
+def skeleton(ink: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Zhang-Suen thinning: peel boundary pixels that do not break connectivity until none are left."""
+    img = np.pad(ink, 1).astype(np.uint8)
+    centre = img[1:-1, 1:-1]
+    # The eight neighbours as views of img, clockwise from north: they follow every peel.
+    p2, p3, p4, p5 = img[:-2, 1:-1], img[:-2, 2:], img[1:-1, 2:], img[2:, 2:]
+    p6, p7, p8, p9 = img[2:, 1:-1], img[2:, :-2], img[1:-1, :-2], img[:-2, :-2]
+    ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
+    steps = (((p2, p4, p6), (p4, p6, p8)), ((p2, p4, p8), (p2, p6, p8)))
+    while True:
+        changed = False
+        for first, second in steps:
+            neighbours = sum(ring[:8])
+            transitions = sum(((a == 0) & (b == 1)).astype(np.uint8) for a, b in itertools.pairwise(ring))
+            side = (np.prod(first, axis=0) == 0) & (np.prod(second, axis=0) == 0)
+            peel = (centre == 1) & (neighbours >= 2) & (neighbours <= 6) & (transitions == 1) & side
+            if peel.any():
+                centre[peel] = 0
+                changed = True
+        if not changed:
+            return img[1:-1, 1:-1].astype(bool)
+
+
+def strokes_of(pixels: npt.NDArray[np.float32]) -> list[Stroke]:
+    """Pen strokes through the skeleton of one MNIST digit, in 28x28 pixel-centre coordinates (x, y).
+
+    Greedy nearest-neighbour walk from an end of the skeleton (the top-most one); a jump longer than
+    2 px lifts the pen and starts a new stroke.
+    """
+    bones = skeleton(pixels.reshape(28, 28) > 128)
+    points = [(int(r), int(c)) for r, c in zip(*np.nonzero(bones), strict=True)]
+    todo = set(points)
+
+    def degree(p: tuple[int, int]) -> int:
+        return sum((p[0] + dr, p[1] + dc) in todo for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc)
+
+    ends = [p for p in points if degree(p) == 1]
+    current = min(ends or points)
+    strokes: list[Stroke] = [[]]
+    while True:
+        todo.discard(current)
+        strokes[-1].append((current[1] + 0.5, current[0] + 0.5))
+        if not todo:
+            return strokes
+        nearest = min(todo, key=lambda p: ((p[0] - current[0]) ** 2 + (p[1] - current[1]) ** 2, p))
+        if (nearest[0] - current[0]) ** 2 + (nearest[1] - current[1]) ** 2 > 4:
+            remaining_ends = [p for p in todo if degree(p) <= 1]
+            nearest = min(remaining_ends or [nearest])
+            strokes.append([])
+        current = nearest
+
+
+def smooth(stroke: Stroke) -> Stroke:
+    """Round off the pixel staircase the way a hand would (moving average, ends kept in place)."""
+    points = np.array(stroke)
+    if len(points) >= 3:
+        points[1:-1] = (points[:-2] + points[1:-1] + points[2:]) / 3
+    return [(float(x), float(y)) for x, y in points]
+
+
+def draw(page: Page, strokes: list[Stroke]) -> None:
+    """Trace strokes given in 28x28 coordinates over the pad with the mouse, as a person would."""
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    scale = box["width"] / 28
+
+    def at(point: tuple[float, float]) -> tuple[float, float]:
+        return box["x"] + point[0] * scale, box["y"] + point[1] * scale
+
+    for stroke in map(smooth, strokes):
+        page.mouse.move(*at(stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*at(point))  # one move per skeleton pixel: ~14 CSS px apart
+        page.mouse.up()
+
+
+def shown_digit(page: Page) -> str:
+    page.wait_for_function(IDLE, timeout=10_000)
+    return page.locator("#digit").inner_text().strip()
+
+
+def picture(pixels: npt.NDArray[np.float32], path: Path, scale: int = 5) -> Path:
+    """A real MNIST digit as a person's photo or scan would show it: dark ink on white, 140x140."""
+    image = Image.fromarray((255 - pixels.reshape(28, 28)).astype(np.uint8))
+    image = image.resize((28 * scale, 28 * scale), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=90)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def screenshot(page: Page, name: str) -> Path:
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.is_file() and path.stat().st_size > 1000, path
+    print(f"screenshot: {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The test
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_drawing_page_in_a_real_browser(stack: LocalStack, browser: Browser, tmp_path: Path) -> None:
+    origin = f"http://127.0.0.1:{stack.ports.gateway_http}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    requests: list[str] = []
+    page_errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, reduced_motion="reduce")
+
+    def watch(page: Page) -> None:
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+    context.on("page", watch)
+    context.on("request", lambda request: requests.append(request.url))
+    page = context.new_page()
+    page.goto(origin + "/")
+
+    # Labelled, keyboard-usable controls, in a sensible tab order.
+    assert page.get_by_role("button", name="Clear").is_visible()
+    assert page.get_by_label("Upload an image").get_attribute("type") == "file"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "clear"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file"
+    assert page.locator("#pad").evaluate("pad => getComputedStyle(pad).touchAction") == "none"
+
+    # 1. Draw traced skeletons of real held-out digits.
+    pixels, labels = held_out(300)
+    chosen = [int(i) for digit in range(10) for i in np.flatnonzero(labels == digit)[:DRAWN_PER_CLASS]]
+    outcomes: list[tuple[int, str]] = []
+    for index in chosen:
+        page.click("#clear")
+        assert page.locator("#digit").inner_text().strip() == "?"
+        draw(page, strokes_of(pixels[index]))
+        outcomes.append((int(labels[index]), shown_digit(page)))
+        if len(outcomes) == 1:
+            screenshot(page, "drawn-first.png")
+    correct = sum(str(label) == shown for label, shown in outcomes)
+    print(f"drawn digits read correctly: {correct} of {len(outcomes)} (expected, shown): {outcomes}")
+    screenshot(page, "drawn.png")
+    assert correct >= MIN_DRAWN_CORRECT, outcomes
+
+    # Everything a person needs to see came with the last answer.
+    assert page.locator("#version").inner_text().startswith("v")
+    percents = page.locator("#bars .pct").all_inner_texts()
+    assert len(percents) == 10 and all(p.endswith("%") for p in percents), percents
+    assert page.locator("#bars li.top").count() == 1
+    lit = page.locator("#seen").evaluate(
+        "c => c.getContext('2d').getImageData(0, 0, 28, 28).data.filter((v, i) => i % 4 === 0 && v > 128).length"
+    )
+    assert 20 < lit < 400, f"the 28x28 image the model saw has {lit} light pixels"
+    assert page.locator("#seen").evaluate("c => getComputedStyle(c).imageRendering") == "pixelated"
+
+    # 2. Upload a PNG and a JPEG of real digits through the file input.
+    for suffix, index in ((".png", 0), (".jpg", 1)):
+        path = picture(pixels[index], tmp_path / f"digit-{labels[index]}{suffix}")
+        page.set_input_files("#file", str(path))
+        assert shown_digit(page) == str(labels[index]), f"{path.name} was read as {page.inner_text('#digit')}"
+    screenshot(page, "uploaded.png")
+
+    # ... and by dropping a picture onto the pad and pasting one (as the browser would deliver them).
+    for event, index in (("drop", 2), ("paste", 3)):
+        page.click("#clear")
+        path = picture(pixels[index], tmp_path / f"digit-{labels[index]}.png")
+        page.evaluate(DELIVER, [event, base64.b64encode(path.read_bytes()).decode(), path.name])
+        assert shown_digit(page) == str(labels[index]), f"{event}: read as {page.inner_text('#digit')}"
+
+    # 3. A blank picture: the server's "no digit found" in words.
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), "white").save(blank)
+    page.set_input_files("#file", str(blank))
+    shown_digit(page)
+    assert "no digit found" in page.inner_text("#status").lower()
+    assert page.inner_text("#digit").strip() == "?"
+    screenshot(page, "no-digit.png")
+
+    # 4. Too large and unavailable, as the gateway would answer them.
+    page.route("**/api/predict*", lambda route: route.fulfill(status=413, json={"error": "image is too large"}))
+    page.set_input_files("#file", str(tmp_path / f"digit-{labels[0]}.png"))
+    shown_digit(page)
+    assert "too large" in page.inner_text("#status")
+    page.unroute("**/api/predict*")
+    page.route("**/api/predict*", lambda route: route.abort())
+    page.set_input_files("#file", str(tmp_path / f"digit-{labels[0]}.png"))
+    shown_digit(page)
+    assert "service is unavailable" in page.inner_text("#status")
+    page.unroute("**/api/predict*")
+
+    # 5. A phone-sized screen: one column, nothing wider than the screen.
+    phone = context.new_page()
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.goto(origin + "/")
+    draw(phone, strokes_of(pixels[chosen[7 * DRAWN_PER_CLASS]]))
+    assert shown_digit(phone) == "7"
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(phone, "phone.png")
+    context.close()
+
+    assert not page_errors, page_errors
+    assert requests, "no requests were recorded"
+    elsewhere = [url for url in requests if not _local(url, origin)]
+    assert not elsewhere, f"the page reached beyond the gateway: {elsewhere}"
+
+
+def _local(url: str, origin: str) -> bool:
+    if url.startswith(("data:", "blob:" + origin + "/")):
+        return True
+    parts = urlsplit(url)
+    return parts.hostname == "127.0.0.1" and url.startswith(origin + "/")

@@ -1,0 +1,68 @@
+"""Real stacks for tests: redis-server, inference replicas, the gateway and a trainer as subprocesses on free
+ports, started exactly as `make up` starts them (digits.stack), with a first model trained on the sample."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from digits.stack.local import LocalStack
+from tests.ports import free_ports
+
+ADMIN_TOKEN = "test-admin-token"
+REGISTRY_KEY = "test-registry-key"
+
+
+@contextlib.contextmanager
+def running_stack(run_dir: Path, **extra_env: str) -> Iterator[LocalStack]:
+    redis_port, grpc_port, http_port, inference_port = free_ports(4)
+    env = {
+        **os.environ,
+        "DIGITS_STACK": "local",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "GATEWAY_GRPC_PORT": str(grpc_port),
+        "GATEWAY_HTTP_PORT": str(http_port),
+        "INFERENCE_PORT": str(inference_port),  # replicas take inference_port, inference_port + 1, ...
+        "DIGITS_DATA": "sample",
+        "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DIGITS_REGISTRY_KEY": REGISTRY_KEY,
+        "DIGITS_MODEL_POLL_SECONDS": "0.5",
+        "DIGITS_CACHE_DIR": str(run_dir / "cache"),
+        **extra_env,
+    }
+    stack = LocalStack.from_environment(run_dir, env)
+    assert stack.start()
+    groups: dict[str, int] = {}
+    try:
+        stack.wait_until_up(timeout=90)
+        job = stack.train_first_model()
+        assert job.status == "finished", job.error
+        stack.wait_until_serving(timeout=60)
+        yield stack
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            groups = running_process_groups(run_dir)
+        stack.stop()
+    assert_nothing_left(groups)
+
+
+def running_process_groups(run_dir: Path) -> dict[str, int]:
+    state = json.loads((run_dir / "processes.json").read_text())
+    return {name: entry["pid"] for name, entry in state.items() if entry["pid"]}
+
+
+def assert_nothing_left(groups: dict[str, int]) -> None:
+    """`make down` must leave no process behind: each service's whole process group is gone."""
+    leftovers = [name for name, pid in groups.items() if _group_alive(pid)]
+    assert not leftovers, f"still running after stop: {leftovers}"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
