@@ -38,7 +38,7 @@ def running_stack(run_dir: Path, **extra_env: str) -> Iterator[LocalStack]:
     groups: dict[str, int] = {}
     try:
         stack.wait_until_up(timeout=90)
-        job = stack.train_first_model()
+        job = stack.retrain()
         assert job.status == "finished", job.error
         stack.wait_until_serving(timeout=60)
         yield stack

@@ -62,7 +62,7 @@ def up(stack: LocalStack, args: argparse.Namespace) -> int:
     if not stack.active_version():
         data = stack.env.get("DIGITS_DATA", "sample")
         print(f"The registry has no active model: training the production recipe on '{data}' ...")
-        job = stack.train_first_model(on_progress=_progress)
+        job = stack.retrain(on_progress=_progress)
         print()
         if job.status != "finished":
             print(f"Training failed: {job.error}", file=sys.stderr)

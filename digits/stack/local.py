@@ -209,13 +209,14 @@ class LocalStack:
             reply = models_pb2_grpc.ModelsStub(channel).ListModels(models_pb2.ListModelsRequest(limit=1), timeout=10)
         return str(reply.active_version)
 
-    def train_first_model(self, data: str = "", on_progress: Callable[[training_pb2.Job], None] | None = None,
-                          timeout: float = 1800.0) -> training_pb2.Job:
+    def retrain(self, request: training_pb2.RetrainRequest | None = None,
+                on_progress: Callable[[training_pb2.Job], None] | None = None,
+                timeout: float = 1800.0) -> training_pb2.Job:
         """Enqueue a retrain through the gateway and follow it to its end."""
         admin = (("authorization", f"Bearer {self.env['DIGITS_ADMIN_TOKEN']}"),)
         with grpc.insecure_channel(self.ports.gateway) as channel:
             training = training_pb2_grpc.TrainingStub(channel)
-            job = training.Retrain(training_pb2.RetrainRequest(data=data), metadata=admin, timeout=30)
+            job = training.Retrain(request or training_pb2.RetrainRequest(), metadata=admin, timeout=30)
             for update in training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=timeout):
                 if on_progress:
                     on_progress(update)

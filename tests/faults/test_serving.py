@@ -19,7 +19,7 @@ import redis
 from digits.healthcheck import is_serving
 from digits.registry import Registry, blob_key
 from digits.stack.local import METRICS_OFFSET, LocalStack
-from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
+from digits.v1 import models_pb2, models_pb2_grpc, training_pb2
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
 from tests.stacks import REGISTRY_KEY, running_process_groups
@@ -29,12 +29,7 @@ SWAP_LAG_SECONDS = 2.0  # pub/sub + fetch + verify + warm of the sample model, w
 
 
 def train(stack: LocalStack, seed: int) -> str:
-    with grpc.insecure_channel(stack.ports.gateway) as channel:
-        training = training_pb2_grpc.TrainingStub(channel)
-        job = training.Retrain(training_pb2.RetrainRequest(seed=seed, limit=1000, no_activate=True),
-                               metadata=ADMIN, timeout=10)
-        for job in training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=ADMIN, timeout=120):
-            pass
+    job = stack.retrain(training_pb2.RetrainRequest(seed=seed, limit=1000, no_activate=True), timeout=120)
     assert job.status == "finished", job.error
     return str(job.version)
 
@@ -47,7 +42,8 @@ def predict_count(port: int) -> float:
     """Predict calls a replica has answered, from its own /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=5) as response:
         text = response.read().decode()
-    pattern = r'grpc_server_handled_total\{grpc_code="OK",grpc_method="Predict",grpc_service="digits.v1.Recognizer"\} (\S+)'
+    pattern = (r'grpc_server_handled_total\{grpc_code="OK",grpc_method="Predict",'
+               r'grpc_service="digits.v1.Recognizer"\} (\S+)')
     found = re.search(pattern, text)
     return float(found.group(1)) if found else 0.0
 
