@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     with grpc.insecure_channel(args.gateway or settings.gateway) as channel:
-        client = Client(channel, settings.admin_token)
+        client = Client(channel, settings.admin_token.get_secret_value())
         try:
             return int(args.run(client, args) or 0)
         except grpc.RpcError as error:
@@ -80,7 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("version", nargs="?")
     models.add_argument("--reason", default="", help="recorded in the promotion log")
     models.set_defaults(run=_models)
+
+    # Everything after `bench` goes to `python -m bench` unparsed ("+" so that "--duration" is not taken as ours).
+    bench = commands.add_parser("bench", prefix_chars="+", add_help=False,
+                                help="measure latency and throughput on a local stack (python -m bench --help)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_bench)
     return parser
+
+
+def _bench(client: Client, args: argparse.Namespace) -> int:
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]  # bench/ lives beside digits/, outside the installed packages
+    return subprocess.call([sys.executable, "-m", "bench", *args.bench_args], cwd=repo)
 
 
 def _predict(client: Client, args: argparse.Namespace) -> int:

@@ -156,6 +156,8 @@ def _failure_reason(job: Job, status: JobStatus | None) -> str:
         return ""
     latest = job.latest_result()
     text = (latest.exc_string if latest is not None else None) or job.exc_info or ""
+    if "AbandonedJobError" in text:
+        return "its worker was lost (killed or crashed) before it finished; nothing was registered"
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "failed (no reason recorded; see the trainer's log)"
 

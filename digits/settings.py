@@ -10,7 +10,7 @@ import functools
 import logging
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_REGISTRY_KEY = "digits-dev-registry-key"
@@ -36,9 +36,14 @@ class Settings(BaseSettings):
     gateway: str = "127.0.0.1:50051"  # where the CLI finds the gateway (DIGITS_GATEWAY)
     metrics_port: int = 0  # inference's Prometheus port; 0 = none (the gateway serves /metrics on HTTP)
 
-    # Secrets. The development defaults keep `make up` a one-liner; services warn when they are used.
-    registry_key: str = DEV_REGISTRY_KEY
-    admin_token: str = DEV_ADMIN_TOKEN
+    # Secrets (never printed: SecretStr). The development defaults keep `make up` a one-liner; services warn
+    # when they are used. The training token, if set, may start and watch jobs but not change the active model.
+    registry_key: SecretStr = SecretStr(DEV_REGISTRY_KEY)
+    admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
+    training_token: SecretStr | None = None
+    # TLS for the gateway (gRPC and HTTP) when both files are given.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     # Data and training.
     data: str = "sample"
@@ -61,15 +66,22 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    def tokens(self) -> dict[str, frozenset[str]]:
+        """Each accepted bearer token and the scopes it grants."""
+        granted = {self.admin_token.get_secret_value(): frozenset({"models", "training"})}
+        if self.training_token is not None:
+            granted[self.training_token.get_secret_value()] = frozenset({"training"})
+        return granted
+
     @property
     def max_message_bytes(self) -> int:
         """The largest gRPC message accepted: one maximal image plus room for the envelope."""
         return self.max_image_bytes + 64 * 1024
 
     def warn_if_insecure(self) -> None:
-        if self.registry_key == DEV_REGISTRY_KEY:
+        if self.registry_key.get_secret_value() == DEV_REGISTRY_KEY:
             log.warning("DIGITS_REGISTRY_KEY is the development default; set a secret key in production")
-        if self.admin_token == DEV_ADMIN_TOKEN:
+        if self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
             log.warning("DIGITS_ADMIN_TOKEN is the development default; set a secret token in production")
 
 

@@ -11,7 +11,7 @@ from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import models_pb2 as pb
 from digits.v1 import models_pb2_grpc as pb_grpc
-from services.gateway.auth import require_admin
+from services.gateway.auth import require_scope
 from services.gateway.blocking import off_loop
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Models(pb_grpc.ModelsServicer):
         return model
 
     async def ActivateModel(self, request: pb.ActivateModelRequest, context: Context) -> pb.Activation:
-        require_admin(context, self._settings.admin_token)
+        require_scope(context, self._settings, "models")
         # Refuse a blob that would not load before pointing every replica at it.
         await off_loop(self._registry.verify, request.version)
         current = await off_loop(self._registry.active_version)
@@ -49,7 +49,7 @@ class Models(pb_grpc.ModelsServicer):
         return pb.Activation(previous_version=current or "", active_version=request.version)
 
     async def Rollback(self, request: pb.RollbackRequest, context: Context) -> pb.Activation:
-        require_admin(context, self._settings.admin_token)
+        require_scope(context, self._settings, "models")
         previous, active = await off_loop(self._registry.rollback, why=request.reason or "manual rollback")
         log.info("model rolled back", extra={"from": previous, "to": active})
         return pb.Activation(previous_version=previous, active_version=active)

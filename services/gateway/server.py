@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 import grpc
 import redis
@@ -14,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from digits import logs, rpc
 from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from digits.registry import Registry
-from digits.settings import get_settings
+from digits.settings import Settings, get_settings
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from services.gateway import forwarding, open_inference
 from services.gateway.http import create_app
@@ -55,6 +56,13 @@ class InferenceHealth:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def _tls(settings: Settings) -> tuple[bytes, bytes] | None:
+    """(private key, certificate chain) when the gateway should serve TLS."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes()
+
+
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -68,7 +76,7 @@ async def main() -> None:
     settings = get_settings()
     logs.configure("gateway", settings.log_level)
     settings.warn_if_insecure()
-    registry = Registry.from_url(settings.redis_url, settings.registry_key, timeout=2.0)
+    registry = Registry.from_url(settings.redis_url, settings.registry_key.get_secret_value(), timeout=2.0)
     connection = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
     channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
@@ -87,15 +95,23 @@ async def main() -> None:
     await rpc.set_serving(health_servicer, ["", MODELS, TRAINING, OIP], True)
     await rpc.set_serving(health_servicer, [forwarding.SERVICE], False)
     grpc_address = f"{settings.bind_host}:{settings.gateway_grpc_port}"
-    server.add_insecure_port(grpc_address)
+    tls = _tls(settings)
+    if tls:
+        server.add_secure_port(grpc_address, grpc.ssl_server_credentials([tls]))
+    else:
+        server.add_insecure_port(grpc_address)
     await server.start()
 
     watching = asyncio.create_task(inference_health.run())
     runner = web.AppRunner(create_app(forwarder, registry, settings, lambda: inference_health.serving), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.bind_host, settings.gateway_http_port).start()
+    ssl_context = None
+    if tls:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+    await web.TCPSite(runner, settings.bind_host, settings.gateway_http_port, ssl_context=ssl_context).start()
     log.info("gateway listening", extra={"grpc": grpc_address, "http_port": settings.gateway_http_port,
-                                         "inference_target": settings.inference_target})
+                                         "tls": bool(tls), "inference_target": settings.inference_target})
 
     await rpc.serve_until_signalled(server, health_servicer, settings.shutdown_grace_seconds)
     watching.cancel()

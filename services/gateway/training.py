@@ -14,6 +14,7 @@ from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
+from rq.registry import StartedJobRegistry
 
 from digits import jobs
 from digits.errors import InvalidInput, NotFound
@@ -21,7 +22,7 @@ from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import training_pb2 as pb
 from digits.v1 import training_pb2_grpc as pb_grpc
-from services.gateway.auth import require_admin
+from services.gateway.auth import require_scope
 from services.gateway.blocking import off_loop
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class Training(pb_grpc.TrainingServicer):
         self._settings = settings
 
     async def Retrain(self, request: pb.RetrainRequest, context: Context) -> pb.Job:
-        require_admin(context, self._settings.admin_token)
+        require_scope(context, self._settings, "training")
         spec = jobs.RetrainSpec(
             data=request.data, seed=request.seed, validation_fraction=request.validation_fraction or 0.2,
             no_activate=request.no_activate, limit=request.limit, candidates=tuple(request.candidates),
@@ -50,16 +51,16 @@ class Training(pb_grpc.TrainingServicer):
         return to_proto(await off_loop(jobs.view, job))
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        require_admin(context, self._settings.admin_token)
+        require_scope(context, self._settings, "training")
         return to_proto(await off_loop(self._view, request.id))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        require_admin(context, self._settings.admin_token)
+        require_scope(context, self._settings, "training")
         views = await off_loop(self._recent, min(request.limit or 20, 200))
         return pb.ListJobsResponse(jobs=[to_proto(v) for v in views])
 
     async def WatchJob(self, request: pb.GetJobRequest, context: Context) -> AsyncIterator[pb.Job]:
-        require_admin(context, self._settings.admin_token)
+        require_scope(context, self._settings, "training")
         last = None
         while True:
             current = to_proto(await off_loop(self._view, request.id))
@@ -71,7 +72,7 @@ class Training(pb_grpc.TrainingServicer):
             await asyncio.sleep(WATCH_POLL_SECONDS)
 
     async def CancelJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        require_admin(context, self._settings.admin_token)
+        require_scope(context, self._settings, "training")
         await off_loop(self._cancel, request.id)
         log.info("retrain cancelled", extra={"job": request.id})
         return to_proto(await off_loop(self._view, request.id))
@@ -112,9 +113,15 @@ class Training(pb_grpc.TrainingServicer):
             raise NotFound(f"no job {job_id!r}") from None
 
     def _view(self, job_id: str) -> jobs.JobView:
+        self._fail_abandoned()
         return jobs.view(self._fetch(job_id))
 
+    def _fail_abandoned(self) -> None:
+        """Jobs whose worker died (its heartbeat expired) move to failed now, not at the next worker's cleanup."""
+        StartedJobRegistry(jobs.QUEUE, connection=self._redis).cleanup()
+
     def _recent(self, limit: int) -> list[jobs.JobView]:
+        self._fail_abandoned()
         newest = self._redis.zrevrange(jobs.JOBS_KEY, 0, limit - 1)
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in newest]
         return [jobs.view(job) for job in Job.fetch_many(ids, connection=self._redis) if job is not None]

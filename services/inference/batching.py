@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from services.inference.active_model import Loaded
 
+ABANDONED = Counter(
+    "digits_abandoned_requests_total", "Requests dropped before the model ran because their caller had gone."
+)
 BATCH_ROWS = Histogram(
     "digits_batch_rows", "Rows per model call after coalescing.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 )
@@ -71,7 +74,9 @@ class MicroBatcher:
         while True:
             batch = await self._collect()
             # Abandoned calls (client gone, deadline passed) cost nothing more.
-            batch = [p for p in batch if not p.future.done()]
+            live = [p for p in batch if not p.future.done()]
+            ABANDONED.inc(len(batch) - len(live))
+            batch = live
             for group in _by_model(batch):
                 await self._compute(group)
 

@@ -99,7 +99,7 @@ async def main() -> None:
     settings = get_settings()
     logs.configure("inference", settings.log_level)
     settings.warn_if_insecure()
-    registry = Registry.from_url(settings.redis_url, settings.registry_key)
+    registry = Registry.from_url(settings.redis_url, settings.registry_key.get_secret_value())
 
     server = rpc.create_server(settings.max_message_bytes, settings.max_connection_age_seconds)
     health = rpc.add_health_and_reflection(server, [SERVICE])

@@ -25,6 +25,8 @@ def main() -> None:
         [Queue(QUEUE, connection=connection)],
         connection=connection,
         name=f"trainer-{socket.gethostname()}-{os.getpid()}",
+        # Heartbeats every 5 s: a job whose worker dies is declared abandoned about a minute later.
+        job_monitoring_interval=5,
     )
     log.info("trainer waiting for jobs", extra={"queue": QUEUE, "worker": worker.name})
     worker.work(logging_level=settings.log_level.upper())

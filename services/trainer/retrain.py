@@ -42,7 +42,7 @@ class Context:
         self.job_id = self.job.id if self.job else ""
         self.progress = jobs.Progress(self.job)
         settings = get_settings()
-        self.registry = Registry.from_url(settings.redis_url, settings.registry_key)
+        self.registry = Registry.from_url(settings.redis_url, settings.registry_key.get_secret_value())
         self.progress("loading data", 0.02)
         self.data = datasets.load(self.spec.data or settings.data, cache_dir=settings.cache_dir)
         self.split = datasets.split(self.data, seed=self.spec.seed, validation_fraction=self.spec.validation_fraction,

@@ -1,26 +1,63 @@
-"""Each fault case gets a real stack of its own (faults leave marks), started like `make up` starts one."""
+"""The fault suite's real stack, started like `make up` starts one, and a way to add a differently
+configured gateway in front of it."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 
-from digits.stack.local import LocalStack
+from digits.stack.local import REPO, LocalStack
 from digits.v1 import models_pb2_grpc
+from tests.ports import free_ports
 from tests.stacks import ADMIN_TOKEN, running_stack
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 
-@pytest.fixture(scope="module")
+TRAINING_TOKEN = "test-training-token"
+
+
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_stack(tmp_path_factory.mktemp("faults"), DIGITS_SHUTDOWN_GRACE_SECONDS="5") as local:
+    """One stack for the whole fault suite: every case leaves it recovered for the next."""
+    with running_stack(tmp_path_factory.mktemp("faults"), DIGITS_SHUTDOWN_GRACE_SECONDS="5",
+                       DIGITS_TRAINING_TOKEN=TRAINING_TOKEN) as local:
         yield local
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def models(stack: LocalStack) -> Iterator[models_pb2_grpc.ModelsStub]:
     with grpc.insecure_channel(stack.ports.gateway) as channel:
         yield models_pb2_grpc.ModelsStub(channel)
+
+
+@contextlib.contextmanager
+def extra_gateway(stack: LocalStack, **env: str) -> Iterator[tuple[int, int]]:
+    """A second gateway on free ports in front of the same stack, configured differently; yields its ports."""
+    grpc_port, http_port = free_ports(2)
+    spec = next(p for p in stack.processes() if p.name == "gateway")
+    environment = {**spec.env, "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_HTTP_PORT": str(http_port), **env}
+    log = (stack.run_dir / "logs" / f"gateway-extra-{grpc_port}.log").open("ab")
+    process = subprocess.Popen(list(spec.argv), env=environment, cwd=REPO, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(http_port):
+            assert process.poll() is None, "the extra gateway exited"
+            assert time.monotonic() < deadline, "the extra gateway did not start"
+            time.sleep(0.1)
+        yield grpc_port, http_port
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -43,7 +43,7 @@ class Load:
     def __enter__(self) -> Load:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not any(c.code == grpc.StatusCode.OK for c in list(self.calls)):
             assert time.monotonic() < deadline, "the load never got an answer"
             time.sleep(0.05)

@@ -51,7 +51,7 @@ def test_pictures_of_digits_read_like_the_digits(recognizer: recognizer_pb2_grpc
     agreement: dict[str, float] = {}
     for style in STYLES:
         pictures = [pb.PredictRequest(image=render(row, style, rng)) for row in pixels]
-        answers = []
+        answers: list[pb.PredictResponse] = []
         for start in range(0, COUNT, 100):
             batch = pb.PredictBatchRequest(requests=pictures[start : start + 100])
             answers += recognizer.PredictBatch(batch, timeout=120).responses

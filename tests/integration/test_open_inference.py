@@ -94,4 +94,4 @@ def test_errors_carry_the_digits_v1_codes(
     with pytest.raises(grpc.RpcError) as error:
         oip_stub.ModelInfer(request_, timeout=10)
     assert error.value.code() == code, error.value.details()
-    assert word in error.value.details()
+    assert word in (error.value.details() or "")

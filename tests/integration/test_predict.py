@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import aiohttp
 import numpy as np
@@ -15,6 +16,15 @@ from digits.stack.local import LocalStack
 from digits.v1 import recognizer_pb2 as pb
 from digits.v1 import recognizer_pb2_grpc
 from tests.integration.digits_data import as_png, held_out
+
+
+class Answer(TypedDict):
+    """The JSON body of a successful /api/predict."""
+
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    version: str
 
 
 def test_pixels_batch_reads_at_least_90_percent(recognizer: recognizer_pb2_grpc.RecognizerStub) -> None:
@@ -60,10 +70,14 @@ def test_http_predict_answers_like_grpc(stack: LocalStack, recognizer: recognize
         data.add_field("image", png, filename="digit.png", content_type="image/png")
         return data
 
-    async def post(**kwargs: object) -> dict[str, object]:
-        async with aiohttp.ClientSession() as session, session.post(url, **kwargs) as response:
+    async def post(*, json: object = None, data: object = None, headers: dict[str, str] | None = None) -> Answer:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=json, data=data, headers=headers) as response,
+        ):
             assert response.status == 200, await response.text()
-            return dict(await response.json())
+            answer: Answer = await response.json()
+            return answer
 
     for row in pixels:
         png = as_png(row)
@@ -78,7 +92,7 @@ def test_http_predict_answers_like_grpc(stack: LocalStack, recognizer: recognize
             assert answer["digit"] == expected.digit, how
             assert answer["version"] == expected.version, how
             assert np.allclose(answer["probabilities"], expected.probabilities, atol=1e-5), how
-            assert answer["confidence"] == max(answer["probabilities"]), how  # type: ignore[type-var]
+            assert answer["confidence"] == max(answer["probabilities"]), how
 
 
 def test_cli_predict_json(stack: LocalStack, tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ Metadata = tuple[tuple[str, str], ...]
 
 def retrain(training: training_pb2_grpc.TrainingStub, admin: Metadata, **fields: object) -> training_pb2.Job:
     job = training.Retrain(training_pb2.RetrainRequest(**fields), metadata=admin, timeout=10)  # type: ignore[arg-type]
-    seen = [job, *training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=300)]
+    watched = training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=300)
+    seen: list[training_pb2.Job] = [job, *watched]
     job = seen[-1]
     assert job.status == "finished", job.error
     assert any(0 < j.progress < 1 and j.stage for j in seen), "progress was never visible while the job ran"
@@ -93,7 +94,7 @@ def test_unknown_version_is_not_found(models: models_pb2_grpc.ModelsStub, admin:
     with pytest.raises(grpc.RpcError) as error:
         models.ActivateModel(models_pb2.ActivateModelRequest(version="v999"), metadata=admin, timeout=10)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "v999" in error.value.details()
+    assert "v999" in (error.value.details() or "")
 
 
 def test_tampered_blob_is_refused_and_the_active_model_keeps_serving(
@@ -103,14 +104,17 @@ def test_tampered_blob_is_refused_and_the_active_model_keeps_serving(
     serving = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
     job = retrain(training, admin, seed=11, no_activate=True)
     client = stack.redis_client()
-    blob = bytearray(client.get(blob_key(job.version)))
+    stored = client.get(blob_key(job.version))
+    assert isinstance(stored, bytes)
+    blob = bytearray(stored)
     blob[len(blob) // 2] ^= 0xFF
     client.set(blob_key(job.version), bytes(blob))
 
     with pytest.raises(grpc.RpcError) as error:
         models.ActivateModel(models_pb2.ActivateModelRequest(version=job.version), metadata=admin, timeout=30)
     assert error.value.code() == grpc.StatusCode.DATA_LOSS
-    assert "digest" in error.value.details() or "signature" in error.value.details()
+    details = error.value.details() or ""
+    assert "digest" in details or "signature" in details
     assert models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version == serving
 
     # A writer that bypasses the gateway: the replicas must still refuse the forged version.
@@ -121,4 +125,4 @@ def test_tampered_blob_is_refused_and_the_active_model_keeps_serving(
     logs = "".join((stack.run_dir / "logs" / f"inference-{i}.log").read_text() for i in (1, 2))
     assert "refusing to serve model" in logs and job.version in logs
     assert registry.activate(serving, expected=job.version, why="undo the forgery")
-    assert client.get(ACTIVE_KEY).decode() == serving
+    assert client.get(ACTIVE_KEY) == serving.encode()

@@ -53,7 +53,9 @@ def test_load_round_trips_a_verified_model(registry: Registry) -> None:
 @pytest.mark.parametrize("damage", ["flip", "truncate", "other-key", "missing"])
 def test_damaged_blobs_are_never_unpickled(registry: Registry, redis_client: redis.Redis, damage: str) -> None:
     version = register(registry)
-    blob = bytearray(redis_client.get(blob_key(version)) or b"")
+    stored = redis_client.get(blob_key(version)) or b""
+    assert isinstance(stored, bytes)  # the client does not decode responses
+    blob = bytearray(stored)
     if damage == "flip":
         blob[-5] ^= 1
         redis_client.set(blob_key(version), bytes(blob))
@@ -83,7 +85,7 @@ def test_forged_blob_with_matching_digest_is_refused(registry: Registry, redis_c
 
 def test_activation_is_compare_and_set(registry: Registry, redis_client: redis.Redis) -> None:
     v1, v2 = register(registry), register(registry)
-    pubsub = redis_client.pubsub()
+    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves Redis.pubsub unannotated
     pubsub.subscribe(EVENTS_CHANNEL)
     assert registry.activate(v1, expected=None, why="first")
     assert not registry.activate(v2, expected=None, why="stale expectation")
