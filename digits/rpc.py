@@ -5,6 +5,7 @@ health and reflection, and a shutdown that stops taking calls, drains, and exits
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -129,9 +130,20 @@ async def _abort_for(error: BaseException, context: Context, method: str) -> Non
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the service logged the details")
 
 
+@functools.cache
+def _counter(service: str, method: str, code: str) -> Any:
+    return HANDLED.labels(service, method, code)
+
+
+@functools.cache
+def _histogram(service: str, method: str) -> Any:
+    return LATENCY.labels(service, method)
+
+
 def _observe(service: str, method: str, code: grpc.StatusCode, started: float) -> None:
-    HANDLED.labels(service, method, code.name).inc()
-    LATENCY.labels(service, method).observe(time.perf_counter() - started)
+    # Label lookups are bound once per (method, code): this runs on every call.
+    _counter(service, method, code.name).inc()
+    _histogram(service, method).observe(time.perf_counter() - started)
 
 
 def create_server(max_message_bytes: int, max_connection_age_seconds: float = 0) -> grpc.aio.Server:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     model_poll_seconds: float = 2.0  # how often replicas re-read digits:active besides pub/sub
     shutdown_grace_seconds: float = 10.0
     max_connection_age_seconds: float = 60.0  # inference: how long a client connection lives (DNS re-resolution)
+    # BLAS threads for a replica's model calls: 1 leaves the other cores to the event loops and other
+    # replicas (measured in docs/performance.md); scale out with replicas instead.
+    blas_threads: int = 1
     batch_max_size: int = 256
     batch_max_wait_ms: float = 0.0
 

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 RECOGNIZER = "digits.v1.Recognizer"
 METRICS_OFFSET = 1000
 # What a process needs from the caller's environment besides what compose gives it.
-_INHERITED = {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS"}
+_INHERITED = {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+              "OPENBLAS_NUM_THREADS"}
 
 
 @dataclass(frozen=True)

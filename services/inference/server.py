@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 import prometheus_client
+from threadpoolctl import threadpool_limits
 
 from digits import imaging, logs, rpc
 from digits.errors import InvalidInput, TooLarge
@@ -99,6 +100,7 @@ async def main() -> None:
     settings = get_settings()
     logs.configure("inference", settings.log_level)
     settings.warn_if_insecure()
+    threadpool_limits(settings.blas_threads)  # process-wide, before any model is loaded
     registry = Registry.from_url(settings.redis_url, settings.registry_key.get_secret_value())
 
     server = rpc.create_server(settings.max_message_bytes, settings.max_connection_age_seconds)

@@ -1,0 +1,226 @@
+"""``python -m bench``: measure Digits end to end in one run and check the performance targets.
+
+    python -m bench [--duration 10] [--concurrency 1,8,64] [--data SPEC] [--replicas 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from bench import load, profile, report
+from bench.model import BenchModel, default_data_spec, train_or_reuse
+from bench.stack import RunningStack, grpc_requests, grpc_sender, http_sender, json_requests, running_stack
+from bench.stats import Cell, best_throughput
+from digits.settings import Settings
+
+DEFINITIONS = {
+    "concurrency": "requests in flight. Network cases: C closed-loop workers (each sends its next request when "
+                   "the previous one is answered) over one gRPC channel or one HTTP session. In-process cases: "
+                   "one model call on a batch of C rows, every request of it having that call's latency.",
+    "latency": "per request, from send to answer, in the client (wall clock)",
+    "throughput": "predictions answered within the window / window length",
+    "cpu_s_per_1k": "user+system CPU seconds per 1,000 predictions of the serving processes: for (c), (d) and (e) "
+                    "the inference replica(s) and the gateway, all threads, from /proc/<pid>/stat (for (c) the "
+                    "gateway is idle: health checks only); for (a) and (b) this process (client and model are one)",
+    "client_cpu_s_per_1k": "the load generator's own CPU per 1,000 predictions (network cases); it shares the "
+                           "machine's cores with the stack",
+    "other_cores": "average cores kept busy during the window by other processes (machine busy time from "
+                   "/proc/stat minus serving and client CPU): work outside the benchmark that competed for the CPU",
+    "ratios": "p50/a, p50/b, thr/a, thr/b: this row's p50 latency or throughput divided by (a)'s or (b)'s at the "
+              "same concurrency",
+    "sklearn_predict": "(a) is the production pipeline's own predict (scale, then SVC.predict through libsvm); it "
+                       "returns labels only, while (b)-(e) also compute the ten calibrated probabilities",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per case and concurrency")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
+    parser.add_argument("--concurrency", default="1,8,64", help="comma-separated concurrencies")
+    parser.add_argument("--data", default=default_data_spec(),
+                        help="sample, idx:DIR or openml (default: $DIGITS_DATA, else ../shared/data/mnist if present, "
+                             "else sample)")
+    parser.add_argument("--replicas", type=int, default=1, help="inference replicas behind the gateway")
+    parser.add_argument("--payloads", type=int, default=2000, help="held-out digits sent as requests")
+    parser.add_argument("--cases", default="abcde", help="which of (a)..(e) to measure")
+    parser.add_argument("--blas-threads", type=int, default=0,
+                        help="BLAS threads in this process (threadpoolctl) and in inference (DIGITS_BLAS_THREADS, "
+                             "default 1 there); 0: leave both as they are")
+    parser.add_argument("--profile-seconds", type=float, default=2.0, help="cProfile time per batch size (0: none)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    concurrencies = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    cases = [c for c in report.CASES if c in args.cases]
+    started_at = datetime.now(UTC)
+    stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+    machine = report.machine()
+    print(f"bench: {machine['cpu_count']} cores ({machine['cpu_model']}), load {_load()}, "
+          f"BLAS {', '.join(p.get('internal_api', '?') + ' x' + str(p.get('num_threads')) for p in machine['blas'])}")
+
+    bench_model = train_or_reuse(args.data)
+    model = bench_model.model
+    model.prepare()
+    pixels = bench_model.payload_pixels[: args.payloads]
+    labels = bench_model.payload_labels[: args.payloads]
+    n_sv = bench_model.n_support_vectors
+    print(f"bench: model with {n_sv:,} support vectors; {len(labels):,} held-out digits as payloads; "
+          f"{len(cases)} cases x {len(concurrencies)} concurrencies x {args.duration:g}s", flush=True)
+
+    cells: list[Cell] = []
+    profiles: dict[str, Any] = {}
+    limits = contextlib.nullcontext() if not args.blas_threads else threadpool_limits(args.blas_threads)
+    extra_env = {"DIGITS_BLAS_THREADS": str(args.blas_threads)} if args.blas_threads else {}
+    with limits, running_stack(model, bench_model.dataset, args.replicas, extra_env) as stack:
+        print(f"bench: stack up in {stack.run_dir} (model {stack.version}); load {_load()}", flush=True)
+        blas_in_run = _blas_threads()
+        in_process: dict[str, Callable[[np.ndarray[Any, Any]], object]] = {
+            "a": model.estimator.predict, "b": model.predict}
+        for case in (c for c in cases if c in in_process):
+            for concurrency in concurrencies:
+                cells.append(_show(load.run_in_process(case, in_process[case], pixels, labels, concurrency,
+                                                       args.duration, args.warmup)))
+        network = [c for c in cases if c in "cde"]
+        if network:
+            cells += _run_async(_network(stack, network, pixels, labels, concurrencies, args.duration, args.warmup))
+        memory = stack.inference_memory()
+        if args.profile_seconds > 0:
+            profiles = _profile(bench_model, pixels, concurrencies, args.profile_seconds)
+
+    rss = max((m["VmRSS"] for m in memory.values()), default=0)
+    goals = report.targets(cells, rss, n_sv)
+    print()
+    print(report.text_table(cells))
+    print()
+    print("Inference memory: " + ", ".join(
+        f"{name} VmRSS {m['VmRSS'] / report.MB:.0f} MB (peak {m['VmHWM'] / report.MB:.0f} MB)"
+        for name, m in memory.items()))
+    other = [c.other_cores for c in cells if c.seconds > 0]
+    busy = sum(other) / len(other) if other else 0.0
+    if busy > 0.25:
+        print(f"Note: other processes kept {busy:.2f} of {machine['cpu_count']} cores busy on average during the "
+              "windows (column 'other cores'): the figures include that contention.")
+    print("Targets (same run):")
+    for goal in goals:
+        print("  " + goal.line())
+
+    record = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": [sys.executable, "-m", "bench", *(argv if argv is not None else sys.argv[1:])],
+        "options": vars(args),
+        "machine": machine | {"load_average_at_end": list(os.getloadavg())},
+        "model": {"dataset": bench_model.dataset, "train_size": bench_model.train_size,
+                  "n_support_vectors": n_sv, "support_vectors_float32_bytes": n_sv * report.SUPPORT_VECTOR_BYTES,
+                  "fit_seconds": bench_model.fit_seconds, "reused_cached_fit": bench_model.cached,
+                  "describe": model.describe()},
+        "blas_threads_in_run": blas_in_run,
+        "stack": {"replicas": args.replicas, "batch_max_size": Settings().batch_max_size,
+                  "batch_max_wait_ms": Settings().batch_max_wait_ms},
+        "definitions": DEFINITIONS,
+        "cells": [c.summary() | {"label": report.CASES[c.case]} for c in cells],
+        "targets": [g.record() for g in goals],
+        "inference_memory": memory,
+        "other_cores_mean": busy,
+        "profile": profiles,
+        "table_markdown": report.markdown_table(cells),
+    }
+    best_a, best_b = best_throughput(cells, "a"), best_throughput(cells, "b")
+    title = (f"Digits bench {stamp}: SVC with {n_sv:,} SVs ({bench_model.dataset['source']}), "
+             f"{machine['cpu_count']} cores, load at start {machine['load_average_at_start'][0]:.1f}")
+    json_path, png_path = report.write(record, cells, stamp, title,
+                                       [("10 x (a) best", 10 * best_a), ("0.4 x (b) best", 0.4 * best_b)])
+    print(f"\nbench: wrote {json_path} and {png_path} (copied to latest.json / latest.png)")
+    return 0
+
+
+def _blas_threads() -> list[dict[str, Any]]:
+    from threadpoolctl import threadpool_info
+
+    return [{"internal_api": p.get("internal_api"), "num_threads": p.get("num_threads")} for p in threadpool_info()]
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _show(cell: Cell) -> Cell:
+    print(f"  {report.CASES[cell.case]:<34} C={cell.concurrency:<3} p50 {cell.p50_ms:8.2f} ms  "
+          f"p99 {cell.p99_ms:8.2f} ms  {cell.throughput:8.0f}/s  errors {cell.errors}  "
+          f"other load {cell.other_cores:.2f} cores", flush=True)
+    return cell
+
+
+def _run_async(coroutine: Any) -> list[Cell]:
+    try:
+        import uvloop
+    except ImportError:
+        return list(asyncio.run(coroutine))
+    return list(uvloop.run(coroutine))
+
+
+async def _network(stack: RunningStack, cases: Sequence[str], pixels: np.ndarray[Any, Any],
+                   labels: np.ndarray[Any, Any], concurrencies: Sequence[int], duration: float,
+                   warmup: float) -> list[Cell]:
+    cells: list[Cell] = []
+    pids = stack.serving_pids()
+    requests = grpc_requests(pixels)
+    bodies = json_requests(pixels)
+    for case in cases:
+        for concurrency in concurrencies:
+            if case == "e":
+                async with http_sender(stack.gateway_http, bodies, concurrency) as send:
+                    cell = await load.run_closed_loop(case, send, labels, pids, concurrency, duration, warmup)
+            else:
+                target = stack.inference if case == "c" else stack.gateway_grpc
+                async with grpc_sender(target, requests) as send:
+                    cell = await load.run_closed_loop(case, send, labels, pids, concurrency, duration, warmup)
+            cells.append(_show(cell))
+    return cells
+
+
+def _profile(bench_model: BenchModel, pixels: np.ndarray[Any, Any], concurrencies: Sequence[int],
+             seconds: float) -> dict[str, Any]:
+    """cProfile and per-stage timings of the in-process fast path at the smallest and largest batch."""
+    found: dict[str, Any] = {}
+    for size in sorted({concurrencies[0], concurrencies[-1]}):
+        rows = np.ascontiguousarray(pixels[:size])
+        found[f"fast_stages_ms_batch_{size}"] = profile.stages(bench_model.model, rows, seconds=seconds / 4)
+        found[f"fast_cprofile_batch_{size}"] = profile.cprofile(bench_model.model.predict, rows, seconds)
+    found["sklearn_cprofile_batch_1"] = profile.cprofile(bench_model.model.estimator.predict,
+                                                         np.ascontiguousarray(pixels[:1]), seconds)
+    requests = grpc_requests(pixels)
+    for concurrency in sorted({concurrencies[0], concurrencies[-1]}):
+        found[f"inference_loop_cprofile_c{concurrency}"] = _run_async_text(
+            profile.inference_event_loop(bench_model.model, requests, concurrency, seconds))
+    return found
+
+
+def _run_async_text(coroutine: Any) -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return str(asyncio.run(coroutine))
+    return str(uvloop.run(coroutine))
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    code = main()
+    print(f"bench: done in {time.perf_counter() - started:.0f}s")
+    sys.exit(code)
