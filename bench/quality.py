@@ -57,7 +57,7 @@ def single_image_ms(predict: Any, rows: F32, calls: int = SINGLE_CALLS) -> float
     One thread: a single image is a matrix-vector product that threads do not speed up, and on a loaded
     machine OpenBLAS threads waiting for each other made the figure swing by 30x.
     """
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     times = []
     with threadpool_limits(1):

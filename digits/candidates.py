@@ -9,7 +9,7 @@ scikit-learn is imported inside the builders so that naming and validating candi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +19,8 @@ from digits.model import scale_pixels
 Kind = Literal["base", "vote", "blend"]
 # Parameters that shape the job rather than the estimator.
 _JOB_PARAMS = {"top_n", "shifts"}
+# Parameters that shape a base candidate's pipeline before its estimator (each adds a fitted, pickled step).
+_PIPELINE_PARAMS = {"deskew"}
 Builder = Callable[[Mapping[str, Any], int], Any]  # (params, seed) -> an unfitted estimator
 
 
@@ -46,19 +48,32 @@ class Candidate:
         """How many one-pixel shifted copies of each training digit to add (0, 4 or 8)."""
         return int(self.params.get("shifts", 0))
 
+    @property
+    def deskew(self) -> bool:
+        """Whether the pipeline deskews the scaled digits before its estimator (``digits.preprocessing``)."""
+        return bool(self.params.get("deskew", False))
+
     def estimator(self, seed: int) -> Any:
         """A base candidate's pipeline over pixels, or a blender's final estimator."""
         assert self.build is not None, f"{self.name} is not built from one estimator"
-        own = {k: v for k, v in self.params.items() if k not in _JOB_PARAMS}
+        own = {k: v for k, v in self.params.items() if k not in _JOB_PARAMS | _PIPELINE_PARAMS}
         bare = self.build(own, seed)
-        return _on_pixels(bare) if self.kind == "base" else bare
+        return _on_pixels(bare, self.preprocessing()) if self.kind == "base" else bare
+
+    def preprocessing(self) -> list[tuple[str, Any]]:
+        """The steps between scaling and the estimator, as declared by the pipeline parameters."""
+        if not self.deskew:
+            return []
+        from digits.preprocessing import Deskew
+
+        return [("deskew", Deskew())]
 
 
-def _on_pixels(estimator: Any) -> Any:
+def _on_pixels(estimator: Any, preprocessing: Sequence[tuple[str, Any]] = ()) -> Any:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    return Pipeline([("scale", FunctionTransformer(scale_pixels)), ("model", estimator)])
+    return Pipeline([("scale", FunctionTransformer(scale_pixels)), *preprocessing, ("model", estimator)])
 
 
 def _svc(params: Mapping[str, Any], seed: int) -> Any:
@@ -72,6 +87,15 @@ def _calibrated_svc(params: Mapping[str, Any], seed: int) -> Any:
     from sklearn.svm import SVC
 
     return CalibratedClassifierCV(SVC(**params, random_state=seed), ensemble=False)
+
+
+def _vsv(params: Mapping[str, Any], seed: int) -> Any:
+    from digits.vsv import VirtualSupportVectorSVC
+
+    own = dict(params)
+    shifts = str(own.pop("virtual_shifts", "4"))
+    rotations = tuple(float(d) for d in own.pop("rotations_deg", ()))
+    return VirtualSupportVectorSVC(**own, shifts=shifts, rotations_deg=rotations)
 
 
 def _knn(params: Mapping[str, Any], seed: int) -> Any:
@@ -108,6 +132,13 @@ def _logreg(params: Mapping[str, Any], seed: int) -> Any:
 # values (not the lower index), so the digit is always the most probable one.
 SVC_PARAMS = {"kernel": "rbf", "C": 10.0, "gamma": "scale", "break_ties": True}
 FOREST = {"n_estimators": 200, "n_jobs": -1}
+# Deskewed digits (Deskew step after scaling); tuned on the classic 50k/10k validation split (docs/model-quality.md).
+SVC_DESKEW_PARAMS = {**SVC_PARAMS, "deskew": True}
+# Virtual support vectors: the deskewed recipe retrained on its support vectors plus shifted copies of them
+# ("4": one pixel in 4 directions, "8": and diagonally, "4x2": by one and by two pixels; see digits.vsv). Not
+# "shifts", which is the job's augmentation of the whole training set (``Candidate.shifts``).
+VSV_PARAMS = {"deskew": True, "C": 10.0, "gamma": "scale", "virtual_shifts": "4", "rotations_deg": [],
+              "break_ties": True}
 HIST_GB = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 31, "early_stopping": False}
 TOP_N = {"top_n": 3}
 
@@ -115,6 +146,10 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in [
     Candidate("svc", "base", SVC_PARAMS, "RBF SVC on pixels/255 (the production recipe)", _svc),
     Candidate("svc-shift", "base", {**SVC_PARAMS, "shifts": 4},
               "the svc recipe trained on the digits plus one-pixel shifts up, down, left and right", _svc),
+    Candidate("svc-deskew", "base", SVC_DESKEW_PARAMS,
+              "the svc recipe on deskewed digits (sheared upright, mass centred: a step of the pipeline)", _svc),
+    Candidate("svc-vsv", "base", VSV_PARAMS,
+              "svc-deskew retrained on its support vectors plus shifted (and optionally rotated) copies", _vsv),
     Candidate("knn", "base", {"n_neighbors": 3, "weights": "distance"}, "k nearest neighbours", _knn),
     Candidate("random-forest", "base", FOREST, "random forest", _random_forest),
     Candidate("extra-trees", "base", FOREST, "extremely randomized trees", _extra_trees),

