@@ -177,9 +177,14 @@ async def set_serving(servicer: health.aio.HealthServicer, names: Iterable[str],
 
 
 async def serve_until_signalled(
-    server: grpc.aio.Server, servicer: health.aio.HealthServicer, grace_seconds: float
+    server: grpc.aio.Server, servicer: health.aio.HealthServicer, grace_seconds: float, notice_seconds: float
 ) -> None:
-    """Run until SIGTERM/SIGINT; then report NOT_SERVING, refuse new calls, drain in-flight ones, return."""
+    """Run until SIGTERM/SIGINT; then report NOT_SERVING, and after ``notice_seconds`` refuse new calls and
+    drain the ones in flight for up to ``grace_seconds``.
+
+    The notice matters: clients that watch health (the gateway does) move new calls elsewhere first; a call
+    that reached a server already shutting down would be cancelled, which no client retries.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -187,6 +192,7 @@ async def serve_until_signalled(
     await stop.wait()
     log.info("stopping: not serving, draining", extra={"grace_seconds": grace_seconds})
     await servicer.enter_graceful_shutdown()
+    await asyncio.sleep(notice_seconds)
     await server.stop(grace_seconds)
     log.info("stopped")
 

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     gateway_max_in_flight: int = 512  # Recognizer calls forwarded at once; more get RESOURCE_EXHAUSTED
     model_poll_seconds: float = 2.0  # how often replicas re-read digits:active besides pub/sub
     shutdown_grace_seconds: float = 10.0
+    shutdown_notice_seconds: float = 1.0  # NOT_SERVING before refusing calls, so that clients move away first
     max_connection_age_seconds: float = 60.0  # inference: how long a client connection lives (DNS re-resolution)
     # BLAS threads for a replica's model calls: 1 leaves the other cores to the event loops and other
     # replicas (measured in docs/performance.md); scale out with replicas instead.

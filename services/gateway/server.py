@@ -113,7 +113,8 @@ async def main() -> None:
     log.info("gateway listening", extra={"grpc": grpc_address, "http_port": settings.gateway_http_port,
                                          "tls": bool(tls), "inference_target": settings.inference_target})
 
-    await rpc.serve_until_signalled(server, health_servicer, settings.shutdown_grace_seconds)
+    await rpc.serve_until_signalled(server, health_servicer, settings.shutdown_grace_seconds,
+                                    settings.shutdown_notice_seconds)
     watching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watching

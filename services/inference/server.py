@@ -123,6 +123,7 @@ async def main() -> None:
     log.info("inference listening", extra={"address": address, "metrics_port": settings.metrics_port})
 
     following = asyncio.create_task(follower.run())
-    await rpc.serve_until_signalled(server, health, settings.shutdown_grace_seconds)
+    await rpc.serve_until_signalled(server, health, settings.shutdown_grace_seconds,
+                                    settings.shutdown_notice_seconds)
     following.cancel()
     await batcher.close()

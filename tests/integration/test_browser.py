@@ -183,7 +183,9 @@ def test_drawing_page_in_a_real_browser(stack: LocalStack, browser: Browser, tmp
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     requests: list[str] = []
     page_errors: list[str] = []
-    context = browser.new_context(viewport={"width": 1100, "height": 900}, reduced_motion="reduce")
+    # The page ships a Content-Security-Policy without 'unsafe-eval'; Playwright's own probes evaluate
+    # strings, so the test's context lets them through (the header itself is checked below).
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, reduced_motion="reduce", bypass_csp=True)
 
     def watch(page: Page) -> None:
         page.on("pageerror", lambda error: page_errors.append(str(error)))
@@ -191,7 +193,8 @@ def test_drawing_page_in_a_real_browser(stack: LocalStack, browser: Browser, tmp
     context.on("page", watch)
     context.on("request", lambda request: requests.append(request.url))
     page = context.new_page()
-    page.goto(origin + "/")
+    response = page.goto(origin + "/")
+    assert response is not None and "default-src 'self'" in response.headers["content-security-policy"]
 
     # Labelled, keyboard-usable controls, in a sensible tab order.
     assert page.get_by_role("button", name="Clear").is_visible()
