@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/digits/v1/*.proto protos/digits/oip/*.proto)
 STAMP := $(VENV)/.installed
 TRITON_STAMP := .venv-triton/.installed
 
-.PHONY: up down status logs test unit lint protos bench lock clean
+.PHONY: up down status logs test unit lint protos bench lock clean bench-scaling
 
 up: $(STAMP) digits/v1/__init__.py  ## start the whole stack, healthy, with a model
 	$(BIN)/python -m digits.stack up
@@ -58,3 +58,6 @@ lock:  ## re-resolve pinned direct dependencies into requirements.lock
 
 clean: down
 	rm -rf $(VENV) .venv-triton digits/v1 digits/oip .run
+
+bench-scaling: $(STAMP) digits/v1/__init__.py  ## throughput and p99 vs inference replicas; fan-out retrain vs trainer workers
+	$(BIN)/python -m bench.scaling

@@ -146,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, png_path = report.write(record, cells, stamp, title,
                                        [("10 x (a) best", 10 * best_a), ("0.4 x (b) best", 0.4 * best_b)])
     print(f"\nbench: wrote {json_path} and {png_path} (copied to latest.json / latest.png)")
+    print("bench: for throughput and p99 against 1, 2 and 3 replicas (and trainer workers): make bench-scaling")
     return 0
 
 

@@ -114,15 +114,23 @@ def test_deadlines_are_honoured_end_to_end(stack: LocalStack) -> None:
                     return error.code()
 
             big = recognizer_pb2.PredictBatchRequest(requests=requests * 16)
-            busy = asyncio.ensure_future(stub.PredictBatch(big, timeout=60))  # occupies the model for a while
-            await asyncio.sleep(0.05)
-            codes = await asyncio.gather(*(one(r, 0.02) for r in requests * 4))
-            await busy
+            stop = asyncio.Event()
+
+            async def keep_busy() -> None:
+                while not stop.is_set():
+                    await stub.PredictBatch(big, timeout=60)
+
+            # Keep both replicas' models saturated, then send calls that cannot wait in line that long.
+            busy = [asyncio.ensure_future(keep_busy()) for _ in range(8)]
+            await asyncio.sleep(1.5)
+            codes = await asyncio.gather(*(one(r, 0.25) for r in requests * 4))
+            stop.set()
+            await asyncio.gather(*busy)
             return list(codes)
 
     codes = asyncio.run(flood())
     expired = codes.count(grpc.StatusCode.DEADLINE_EXCEEDED)
-    print(f"[deadlines] {len(codes)} calls with a 20 ms deadline: {expired} expired, "
+    print(f"[deadlines] {len(codes)} calls with a 250 ms deadline: {expired} expired, "
           f"{abandoned(stack) - before:.0f} dropped by inference before the model ran")
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}
     assert expired > 0
