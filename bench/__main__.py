@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        args.duration, args.warmup)))
         network = [c for c in cases if c in "cde"]
         if network:
-            cells += _run_async(_network(stack, network, pixels, labels, concurrencies, args.duration, args.warmup))
+            cells += load.run_cells(_network(stack, network, pixels, labels, concurrencies, args.duration, args.warmup))
         memory = stack.inference_memory()
         if args.profile_seconds > 0:
             profiles = _profile(bench_model, pixels, concurrencies, args.profile_seconds)
@@ -165,14 +165,6 @@ def _show(cell: Cell) -> Cell:
           f"p99 {cell.p99_ms:8.2f} ms  {cell.throughput:8.0f}/s  errors {cell.errors}  "
           f"other load {cell.other_cores:.2f} cores", flush=True)
     return cell
-
-
-def _run_async(coroutine: Any) -> list[Cell]:
-    try:
-        import uvloop
-    except ImportError:
-        return list(asyncio.run(coroutine))
-    return list(uvloop.run(coroutine))
 
 
 async def _network(stack: RunningStack, cases: Sequence[str], pixels: np.ndarray[Any, Any],

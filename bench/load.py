@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -151,3 +152,10 @@ async def run_closed_loop(
     return Cell(case=case, concurrency=concurrency, predictions=len(window.latencies), errors=window.errors,
                 correct=window.correct, seconds=duration, latencies_ms=tuple(window.latencies),
                 serving_cpu_s=serving_cpu, client_cpu_s=client_cpu, machine_cpu_s=machine_cpu)
+
+
+def run_cells(coroutine: Any) -> list[Any]:
+    """Run a measuring coroutine to the end on uvloop, like the services themselves."""
+    import uvloop
+
+    return list(uvloop.run(coroutine))

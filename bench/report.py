@@ -79,12 +79,13 @@ def rows(cells: Sequence[Cell]) -> list[tuple[str, ...]]:
     for cell in cells:
         a, b = find(cells, "a", cell.concurrency), find(cells, "b", cell.concurrency)
         table.append((
-            CASES[cell.case], str(cell.concurrency), _num(cell.p50_ms), _num(cell.p99_ms), _num(cell.throughput, 0),
-            _num(cell.cpu_per_1k), _num(cell.client_cpu_per_1k) if cell.case in "cde" else "-",
+            CASES[cell.case], str(cell.concurrency), number(cell.p50_ms), number(cell.p99_ms),
+            number(cell.throughput, 0),
+            number(cell.cpu_per_1k), number(cell.client_cpu_per_1k) if cell.case in "cde" else "-",
             _ratio(cell.p50_ms, a.p50_ms if a else math.nan), _ratio(cell.p50_ms, b.p50_ms if b else math.nan),
             _ratio(cell.throughput, a.throughput if a else math.nan),
             _ratio(cell.throughput, b.throughput if b else math.nan),
-            _num(cell.other_cores, 2), str(cell.errors), f"{cell.accuracy:.3f}",
+            number(cell.other_cores, 2), str(cell.errors), f"{cell.accuracy:.3f}",
         ))
     return table
 
@@ -106,7 +107,7 @@ def markdown_table(cells: Sequence[Cell]) -> str:
     return "\n".join(lines)
 
 
-def _num(value: float, digits: int | None = None) -> str:
+def number(value: float, digits: int | None = None) -> str:
     if not math.isfinite(value):
         return "-"
     if digits is None:
@@ -140,7 +141,7 @@ class Target:
     def line(self) -> str:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[self.holds]
         sign = "<=" if self.at_most else ">="
-        figures = f"{_num(self.measured)} {self.unit} {sign} {_num(self.limit)} {self.unit}"
+        figures = f"{number(self.measured)} {self.unit} {sign} {number(self.limit)} {self.unit}"
         return f"{verdict}  {self.name}: {figures}  ({self.detail})"
 
     def record(self) -> dict[str, Any]:
@@ -161,13 +162,13 @@ def targets(cells: Sequence[Cell], rss_bytes: int, n_support_vectors: int) -> li
     budget = 1.5 * (n_support_vectors * SUPPORT_VECTOR_BYTES + RSS_ALLOWANCE)
     return [
         Target("(d) p50 at C=1 vs (a) single-image predict", d1_p50, 0.25 * a_single, True, "ms",
-               f"0.25 x {_num(a_single)} ms"),
+               f"0.25 x {number(a_single)} ms"),
         Target(f"(d) throughput at C={top} vs (a) best", dtop_thr, 10 * best_a, False, "pred/s",
-               f"10 x {_num(best_a)} pred/s"),
+               f"10 x {number(best_a)} pred/s"),
         Target(f"(d) throughput at C={top} vs (b) best", dtop_thr, 0.4 * best_b, False, "pred/s",
-               f"0.4 x {_num(best_b)} pred/s"),
+               f"0.4 x {number(best_b)} pred/s"),
         Target(f"(d) p99 at C={top} vs (d) p50 at C=1", dtop.p99_ms if dtop else nan, 5 * d1_p50, True, "ms",
-               f"5 x {_num(d1_p50)} ms"),
+               f"5 x {number(d1_p50)} ms"),
         Target("inference resident memory (largest replica, VmRSS)", rss_bytes / MB, budget / MB, True, "MB",
                f"1.5 x ({n_support_vectors:,} SV x 784 x 4 B + 200 MB); MB = 10^6 bytes"),
     ]

@@ -17,7 +17,6 @@ Writes ``bench/results/scaling-<stamp>.json`` and ``.png`` (copied to ``scaling-
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from rq.job import Job
 
 from bench import load, report
 from bench.model import REPO, default_data_spec, train_or_reuse
+from bench.report import number
 from bench.stack import RunningStack, grpc_requests, grpc_sender, running_stack
 from bench.stats import Cell
 from digits.jobs import candidate_job_id
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with running_stack(bench_model.model, bench_model.dataset, replicas) as stack:
             print(f"scaling: {replicas} replica(s) up (load {_load_text()})", flush=True)
             gateway_cores: dict[int, float] = {}
-            cells = _run_async(_measure(stack, pixels, labels, concurrencies, args.duration, args.warmup,
+            cells = load.run_cells(_measure(stack, pixels, labels, concurrencies, args.duration, args.warmup,
                                         gateway_cores))
             memory = stack.inference_memory()
             settings.append(ReplicaSetting(replicas, cells, memory, before, os.getloadavg(), gateway_cores))
@@ -187,14 +187,6 @@ async def _measure(stack: RunningStack, pixels: np.ndarray[Any, Any], labels: np
               flush=True)
         cells.append(cell)
     return cells
-
-
-def _run_async(coroutine: Any) -> list[Cell]:
-    try:
-        import uvloop
-    except ImportError:
-        return list(asyncio.run(coroutine))
-    return list(uvloop.run(coroutine))
 
 
 # -- the trainer axis -----------------------------------------------------------------------------
@@ -299,11 +291,12 @@ def rows(settings: Sequence[ReplicaSetting]) -> list[tuple[str, ...]]:
         for cell in setting.cells:
             ref = base.get(cell.concurrency, math.nan)
             gain = cell.throughput / ref if ref and math.isfinite(ref) else math.nan
-            table.append((str(setting.replicas), str(cell.concurrency), _num(cell.throughput, 0), _num(gain, 2),
-                          _num(cell.p50_ms), _num(cell.p99_ms), _num(cell.cpu_per_1k), _num(cell.client_cpu_per_1k),
-                          _num(cell.serving_cpu_s / cell.seconds, 2),
-                          _num(setting.gateway_cores.get(cell.concurrency, math.nan), 2), _num(cell.other_cores, 2),
-                          str(cell.errors), _num(rss, 0)))
+            table.append((str(setting.replicas), str(cell.concurrency), number(cell.throughput, 0), number(gain, 2),
+                          number(cell.p50_ms), number(cell.p99_ms), number(cell.cpu_per_1k),
+                          number(cell.client_cpu_per_1k),
+                          number(cell.serving_cpu_s / cell.seconds, 2),
+                          number(setting.gateway_cores.get(cell.concurrency, math.nan), 2), number(cell.other_cores, 2),
+                          str(cell.errors), number(rss, 0)))
     return table
 
 
@@ -312,8 +305,8 @@ def trainer_rows(runs: Sequence[TrainerRun]) -> list[tuple[str, ...]]:
     table: list[tuple[str, ...]] = []
     for run in runs:
         placement = ", ".join(f"{c['name']}@w{_worker_number(runs, c.get('worker'))}" for c in run.candidates)
-        table.append((str(run.workers), _num(run.seconds, 1), _num(one / run.seconds, 2), _num(run.busy_seconds, 1),
-                      placement, run.status + (f" ({run.error})" if run.error else "")))
+        table.append((str(run.workers), number(run.seconds, 1), number(one / run.seconds, 2),
+                      number(run.busy_seconds, 1), placement, run.status + (f" ({run.error})" if run.error else "")))
     return table
 
 
@@ -348,12 +341,6 @@ def trainer_markdown(runs: Sequence[TrainerRun]) -> str:
     return _markdown(TRAINER_HEADER, trainer_rows(runs))
 
 
-def _num(value: float, digits: int | None = None) -> str:
-    if not math.isfinite(value):
-        return "-"
-    if digits is None:
-        digits = 3 if abs(value) < 1 else 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
-    return f"{value:,.{digits}f}"
 
 
 def _load_text() -> str:

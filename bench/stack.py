@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,25 +21,12 @@ import redis
 from bench.load import Send
 from digits.model import DigitModel
 from digits.registry import Registry
-from digits.stack.local import LocalStack
+from digits.stack.local import LocalStack, free_ports
 from digits.v1 import recognizer_pb2 as pb
 
 PREDICT = "/digits.v1.Recognizer/Predict"
 REGISTRY_KEY = "bench-registry-key"
 ADMIN_TOKEN = "bench-admin-token"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ import numpy as np
 from digits.model import N_CLASSES, DigitModel, Floats, Labels, ServedModel
 
 
-class VoteEnsemble(ServedModel):
-    """Hard voting (each member one vote, ties to the higher mean probability) or soft (mean probabilities)."""
+class Ensemble(ServedModel):
+    """Members are served models themselves: each gets its own fast path."""
 
-    def __init__(self, members: list[DigitModel], soft: bool) -> None:
+    def __init__(self, members: list[DigitModel]) -> None:
         self.members = members
-        self.soft = soft
 
     def prepare(self) -> None:
         for member in self.members:
@@ -23,6 +22,14 @@ class VoteEnsemble(ServedModel):
     @property
     def fast(self) -> bool:
         return any(member.fast for member in self.members)
+
+
+class VoteEnsemble(Ensemble):
+    """Hard voting (each member one vote, ties to the higher mean probability) or soft (mean probabilities)."""
+
+    def __init__(self, members: list[DigitModel], soft: bool) -> None:
+        super().__init__(members)
+        self.soft = soft
 
     def predict(self, pixels: Floats) -> tuple[Labels, Floats]:
         answers = [member.predict(pixels) for member in self.members]
@@ -39,11 +46,11 @@ class VoteEnsemble(ServedModel):
         return _members_described(f"{'soft' if self.soft else 'hard'} vote", self.members)
 
 
-class BlendEnsemble(ServedModel):
+class BlendEnsemble(Ensemble):
     """A final classifier over the members' probabilities, fitted on digits the members never trained on."""
 
     def __init__(self, members: list[DigitModel], final: Any) -> None:
-        self.members = members
+        super().__init__(members)
         self.final = final
 
     @classmethod
@@ -54,14 +61,6 @@ class BlendEnsemble(ServedModel):
 
     def features(self, pixels: Floats) -> Floats:
         return np.hstack([member.predict(pixels)[1] for member in self.members]).astype(np.float32)
-
-    def prepare(self) -> None:
-        for member in self.members:
-            member.prepare()
-
-    @property
-    def fast(self) -> bool:
-        return any(member.fast for member in self.members)
 
     def predict(self, pixels: Floats) -> tuple[Labels, Floats]:
         probabilities = np.asarray(self.final.predict_proba(self.features(pixels)), dtype=np.float32)

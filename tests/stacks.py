@@ -9,8 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from digits.stack.local import LocalStack
-from tests.ports import free_ports
+from digits.stack.local import LocalStack, free_ports
 
 ADMIN_TOKEN = "test-admin-token"
 REGISTRY_KEY = "test-registry-key"

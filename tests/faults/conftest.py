@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from digits.stack.local import REPO, LocalStack
+from digits.stack.local import REPO, LocalStack, free_ports
 from digits.v1 import models_pb2_grpc
-from tests.ports import free_ports
 from tests.stacks import ADMIN_TOKEN, running_stack
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)

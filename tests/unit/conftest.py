@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from digits.stack.local import redis_server
-from tests.ports import free_ports
+from digits.stack.local import free_ports, redis_server
 
 
 @pytest.fixture
