@@ -9,12 +9,9 @@ Set DIGITS_DATA=idx:DIR (full MNIST IDX files) to also run the slower full-data 
 from __future__ import annotations
 
 import copy
-import gzip
-import os
 import pickle
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,24 +265,3 @@ def test_compile_returns_none_unless_the_pipeline_ends_in_an_rbf_svc(
     compiled = compile_svc_pipeline(passthrough.fit(x, y))
     assert compiled is not None
     assert [name for name, _ in compiled.transform_steps] == ["scale"]
-
-
-def _read_idx(path: Path) -> npt.NDArray[np.uint8]:
-    """An IDX file (gzip): big-endian header of ndim uint32 sizes after 4 magic bytes, then uint8 data."""
-    with gzip.open(path, "rb") as stream:
-        raw = stream.read()
-    ndim = raw[3]
-    shape = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(shape))
-
-
-@pytest.mark.skipif(not os.environ.get("DIGITS_DATA", "").startswith("idx:"), reason="needs DIGITS_DATA=idx:DIR")
-def test_exact_on_full_mnist(capsys: pytest.CaptureFixture[str]) -> None:
-    """Slower: a 10,000-digit model (~4,000 SVs) checked on 10,000 other real digits."""
-    directory = Path(os.environ["DIGITS_DATA"].removeprefix("idx:"))
-    images = _read_idx(directory / "train-images-idx3-ubyte.gz").reshape(-1, SIDE * SIDE).astype(np.float64)
-    labels = _read_idx(directory / "train-labels-idx1-ubyte.gz")
-    train_x, rest_x, train_y, _ = train_test_split(
-        images, labels, train_size=10_000, test_size=N_HELD_OUT, stratify=labels, random_state=0
-    )
-    _assert_exact(_train(scale_pixels(train_x), train_y, scale_pixels(rest_x)), capsys)
