@@ -291,12 +291,16 @@ def compile_svc_pipeline(pipeline: Any) -> FastPipeline | None:
     if not isinstance(pipeline, Pipeline) or not pipeline.steps:
         return None
     final = pipeline.steps[-1][1]
-    # A wrapper whose decisions are its fitted inner SVC's (digits.vsv.VirtualSupportVectorSVC) compiles to it.
+    # "passthrough"/None are Pipeline's spellings of "no step here"; they have no transform.
+    steps = [(name, step) for name, step in pipeline.steps[:-1] if step not in (None, "passthrough")]
+    # A wrapper whose decisions are its fitted inner SVC's (digits.vsv.VirtualSupportVectorSVC) compiles to it,
+    # after the wrapper's own projection if it has one.
     inner = getattr(final, "svc_", None) if not isinstance(final, (SVC, NuSVC)) else None
     if isinstance(inner, (SVC, NuSVC)):
+        projection = getattr(final, "projection_", None)
+        if projection is not None:
+            steps.append(("projection", projection))
         final = inner
     if not isinstance(final, (SVC, NuSVC)) or final.kernel != "rbf":
         return None
-    # "passthrough"/None are Pipeline's spellings of "no step here"; they have no transform.
-    steps = [(name, step) for name, step in pipeline.steps[:-1] if step not in (None, "passthrough")]
     return FastPipeline(transform_steps=tuple(steps), model=FastSVC.from_svc(final))

@@ -5,9 +5,14 @@ few degrees), and fit the final SVC on that set. The invariances are learned fro
 (the support vectors) at a fraction of the cost of augmenting the whole training set.
 
 The estimator works on the 28x28 grid it receives, i.e. after the pipeline's earlier steps (scaled and, in
-the ``svc-vsv`` recipe, deskewed pixels). The final SVC is exposed as ``svc_`` and everything a served model
-needs (predict, decision_function, classes_, support_vectors_, ...) is delegated to it, so ``DigitModel`` and
-the fast path (``digits.fastsvc``) treat it exactly like a plain SVC.
+the ``svc-vsv`` recipe, deskewed pixels). With ``components`` > 0 both SVCs see the digits projected on their
+first principal components (fitted on the training digits) instead of 784 pixels: shifting still happens on the
+grid, then the copies are projected. On deskewed MNIST 50 components lose no accuracy, and every kernel
+evaluation, in training and in serving, costs 1/16 of a 784-pixel one.
+
+The final SVC is exposed as ``svc_`` and the projection as ``projection_`` (None without one); everything a
+served model needs (predict, decision_function, classes_, support_vectors_, ...) is delegated to them, so
+``DigitModel`` and the fast path (``digits.fastsvc``) treat it exactly like a projection step and a plain SVC.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.decomposition import PCA
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
@@ -72,6 +78,7 @@ class VirtualSupportVectorSVC(ClassifierMixin, BaseEstimator):  # type: ignore[m
         rotations_deg: Sequence[float] = (),
         break_ties: bool = True,
         cache_size: float = 500.0,
+        components: int = 0,
     ) -> None:
         self.C = C
         self.gamma = gamma
@@ -79,6 +86,7 @@ class VirtualSupportVectorSVC(ClassifierMixin, BaseEstimator):  # type: ignore[m
         self.rotations_deg = rotations_deg
         self.break_ties = break_ties
         self.cache_size = cache_size
+        self.components = components
 
     def _svc(self, gamma: float | str) -> SVC:
         return SVC(kernel="rbf", C=self.C, gamma=gamma, break_ties=self.break_ties, cache_size=self.cache_size)
@@ -89,7 +97,8 @@ class VirtualSupportVectorSVC(ClassifierMixin, BaseEstimator):  # type: ignore[m
         labels = np.asarray(y)
         if rows.ndim != 2 or rows.shape[1] != PIXELS:
             raise ValueError(f"expected a 2-D array with {PIXELS} features (28x28 digits), got shape {rows.shape}")
-        first = self._svc(self.gamma).fit(rows, labels)
+        self.projection_ = self._projection(rows)
+        first = self._svc(self.gamma).fit(self._project(rows), labels)
         self.gamma_ = float(first._gamma)
         self.n_first_support_vectors_ = int(first.support_.shape[0])
         sv, sv_labels = rows[first.support_], labels[first.support_]
@@ -97,9 +106,23 @@ class VirtualSupportVectorSVC(ClassifierMixin, BaseEstimator):  # type: ignore[m
         copies += [rotate(sv, float(degrees)) for degrees in self.rotations_deg]
         virtual = np.concatenate(copies)
         self.n_virtual_training_ = len(virtual)
-        self.svc_ = self._svc(self.gamma_).fit(virtual, np.tile(sv_labels, len(copies)))
+        self.svc_ = self._svc(self.gamma_).fit(self._project(virtual), np.tile(sv_labels, len(copies)))
         self.n_features_in_ = PIXELS
         return self
+
+    def _projection(self, rows: npt.NDArray[np.float32]) -> PCA | None:
+        if not self.components:
+            return None
+        if not 1 <= int(self.components) < PIXELS:
+            raise ValueError(f"components must be 0 (pixels) or 1 to {PIXELS - 1}, not {self.components}")
+        # The full SVD is deterministic (no random_state to carry) and takes seconds on 60,000 digits.
+        return PCA(int(self.components), svd_solver="full").fit(rows)
+
+    def _project(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        projection = getattr(self, "projection_", None)  # absent from models pickled before projections existed
+        if projection is None:
+            return rows
+        return np.asarray(projection.transform(rows), dtype=np.float32)
 
     # Everything below is the final SVC's.
     @property
@@ -129,8 +152,8 @@ class VirtualSupportVectorSVC(ClassifierMixin, BaseEstimator):  # type: ignore[m
 
     def decision_function(self, X: Any) -> npt.NDArray[Any]:
         check_is_fitted(self, "svc_")
-        return self.svc_.decision_function(np.asarray(X, dtype=np.float32))  # type: ignore[no-any-return]
+        return self.svc_.decision_function(self._project(np.asarray(X, dtype=np.float32)))  # type: ignore[no-any-return]
 
     def predict(self, X: Any) -> npt.NDArray[Any]:
         check_is_fitted(self, "svc_")
-        return self.svc_.predict(np.asarray(X, dtype=np.float32))  # type: ignore[no-any-return]
+        return self.svc_.predict(self._project(np.asarray(X, dtype=np.float32)))  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from rq.job import Job
 
+from digits.candidates import CANDIDATES, DEFAULT
 from digits.jobs import candidate_job_id
 from digits.stack.local import REPO, LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2_grpc, training_pb2, training_pb2_grpc
@@ -21,8 +22,7 @@ from tests.integration.test_registry_flow import retrain, wait_for_version
 
 Metadata = tuple[tuple[str, str], ...]
 
-ALL = ["svc", "svc-shift", "knn", "random-forest", "extra-trees", "hist-gb", "logreg", "vote-hard", "vote-soft",
-       "blend-logreg", "blend-hist-gb", "blend-random-forest", "blend-svc"]
+ALL = list(CANDIDATES)
 # Sizes that fit the test suite's time on two cores.
 SMALL = {"hist-gb": {"max_iter": 10}, "blend-hist-gb": {"max_iter": 20},
          "random-forest": {"n_estimators": 60}, "extra-trees": {"n_estimators": 60},
@@ -79,12 +79,19 @@ def test_gate_registers_a_worse_model_without_activating_it_and_activates_a_bett
     models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
     recognizer: recognizer_pb2_grpc.RecognizerStub, admin: Metadata,
 ) -> None:
-    before = active(models)
-    worse = retrain(training, admin, candidates=["logreg"])
-    assert worse.version and worse.outcome.startswith(f"registered {worse.version}, not activated")
-    assert active(models) == before
+    # A modest model to compare with, activated by hand (the manual lever), whatever earlier tests left active.
+    baseline = retrain(training, admin, candidates=["logreg"], no_activate=True)
+    models.ActivateModel(models_pb2.ActivateModelRequest(version=baseline.version, reason="gate test"),
+                         metadata=admin, timeout=10)
+    assert active(models) == baseline.version
 
-    better = retrain(training, admin, candidates=["svc-shift"])
+    stump = {"random-forest": {"n_estimators": 2, "max_depth": 3}}
+    worse = retrain(training, admin, candidates=["random-forest"], params_json=json.dumps(stump))
+    assert worse.version and worse.outcome.startswith(f"registered {worse.version}, not activated"), worse.outcome
+    assert active(models) == baseline.version
+
+    better = retrain(training, admin)  # no candidates named: the production recipe
+    assert json.loads(better.result_json)["winner"] == DEFAULT[0]
     assert better.outcome.startswith(f"activated {better.version}"), better.outcome
     assert active(models) == better.version
     wait_for_version(recognizer, better.version)

