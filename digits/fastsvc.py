@@ -7,12 +7,15 @@ per image. The same decision function is two matrix products:
     K   = exp(-gamma * ||x - sv||^2)          one GEMM: X @ SV.T, expanded as |x|^2 + |sv|^2 - 2 x.sv
     dec = K @ Coef + intercept                one GEMM: Coef maps each SV to the pairs it votes in
 
-followed by libsvm's one-vs-one vote. The first GEMM (n x 784 x n_SV, ~95% of the work) runs in
-float32 with BLAS: half the bytes libsvm reads, and vectorised. The second one (n x n_SV x pairs)
-runs in float64: it costs a few percent more but cuts the decision-value error ~6x (float32
-accumulation over thousands of SVs was the largest error term), so fewer near-zero decisions can
-flip. Labels equal libsvm's except when one of libsvm's own pairwise decision values lies within
-that rounding of 0 (a genuine tie).
+followed by libsvm's one-vs-one vote. The first GEMM (n x features x n_SV, most of the work) runs in
+float32 with BLAS: half the bytes libsvm reads, and vectorised. The second one runs in float64: it
+cuts the decision-value error ~6x (float32 accumulation over thousands of SVs was the largest error
+term), so fewer near-zero decisions can flip. It is done per class, as libsvm stores it: each SV has
+k-1 coefficients, one per other class, so the class's kernel columns times its (n_SV_c, k-1)
+coefficients give its share of every pair it is in. A dense (n_SV, k(k-1)/2) pair matrix would be
+80% zeros and, on models with few features and many SVs (digits.vsv's projected ones), cost as
+much to read as the kernel itself. Labels equal libsvm's except when one of libsvm's own pairwise
+decision values lies within that rounding of 0 (a genuine tie).
 """
 
 from __future__ import annotations
@@ -45,23 +48,10 @@ def _pairs(n_classes: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     return first.astype(np.intp), second.astype(np.intp)
 
 
-def _pair_coef_matrix(dual_coef: F64, n_support: npt.NDArray[np.intp]) -> F64:
-    """The (n_SV, n_pairs) matrix with ``K @ Coef`` = libsvm's pairwise sums, intercept excluded.
-
-    libsvm stores, for an SV of class c, one coefficient per other class in ``dual_coef[:, sv]``:
-    row j-1 is its coefficient against a class j > c, row j against a class j < c. For pair (i, j)
-    libsvm sums ``dual_coef[j-1, sv] * K`` over class-i SVs plus ``dual_coef[i, sv] * K`` over
-    class-j SVs (svm_predict_values); each SV is zero in every pair it is not part of.
-    """
-    n_classes = len(n_support)
-    sv_class = np.repeat(np.arange(n_classes), n_support)
-    first, second = _pairs(n_classes)
-    coef = np.zeros((dual_coef.shape[1], len(first)), dtype=np.float64)
-    for pair, (i, j) in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
-        of_i, of_j = sv_class == i, sv_class == j
-        coef[of_i, pair] = dual_coef[j - 1, of_i]
-        coef[of_j, pair] = dual_coef[i, of_j]
-    return coef
+def _class_bounds(n_support: npt.NDArray[np.intp]) -> tuple[tuple[int, int], ...]:
+    """(start, end) of each class's support vectors: libsvm stores them grouped by class, in class order."""
+    ends = np.cumsum(n_support)
+    return tuple(zip((ends - n_support).tolist(), ends.tolist(), strict=True))
 
 
 def _pair_to_class(n_classes: int) -> tuple[F64, F64]:
@@ -84,11 +74,11 @@ def _to_dense_float32(X: Any, n_features: int) -> F32:
     return rows
 
 
-def _in_chunks(rows: F32, compute: Callable[[F32], npt.NDArray[Any]]) -> npt.NDArray[Any]:
-    """Apply ``compute`` to blocks of CHUNK_ROWS rows so the kernel matrix never grows with n."""
-    if len(rows) <= CHUNK_ROWS:
+def _in_chunks(rows: F32, compute: Callable[[F32], npt.NDArray[Any]], size: int = CHUNK_ROWS) -> npt.NDArray[Any]:
+    """Apply ``compute`` to blocks of ``size`` rows so the kernel matrix never grows with n."""
+    if len(rows) <= size:
         return compute(rows)
-    blocks = [compute(rows[start : start + CHUNK_ROWS]) for start in range(0, len(rows), CHUNK_ROWS)]
+    blocks = [compute(rows[start : start + size]) for start in range(0, len(rows), size)]
     return np.concatenate(blocks)
 
 
@@ -124,10 +114,15 @@ class FastSVC:
         sv_sq_norms = np.einsum("ij,ij->i", sv64, sv64)
         self._gamma_sv_sq_norms: F32 = (self._gamma * sv_sq_norms).astype(np.float32)
         counts = np.asarray(n_support, dtype=np.intp)
-        self._coef = _pair_coef_matrix(np.asarray(dual_coef, dtype=np.float64), counts)
+        # (n_SV, k-1): row sv holds its coefficient against each other class, libsvm's layout transposed.
+        self._coef: F64 = np.ascontiguousarray(np.asarray(dual_coef, dtype=np.float64).T)
+        self._bounds = _class_bounds(counts)
         self._intercept: F64 = np.asarray(intercept, dtype=np.float64).reshape(-1)
         self.classes_: npt.NDArray[Any] = np.asarray(classes)
+        self._first, self._second = _pairs(len(self.classes_))
         self._first_class, self._second_class = _pair_to_class(len(self.classes_))
+        # Fewer rows per block when there are many SVs, so that a block's kernel stays ~16 MB.
+        self._chunk_rows = int(np.clip(2**22 // max(1, len(self._sv)), 16, CHUNK_ROWS))
         self._break_ties = bool(break_ties) and len(self.classes_) > 2
         self._check_shapes(counts)
 
@@ -138,6 +133,9 @@ class FastSVC:
             raise ValueError("n_support does not match the classes and support vectors")
         if self._intercept.shape != (k * (k - 1) // 2,):
             raise ValueError(f"expected {k * (k - 1) // 2} intercepts, got {self._intercept.shape}")
+        if self._coef.shape != (len(self._sv), k - 1):
+            raise ValueError(f"expected dual coefficients of shape ({k - 1}, {len(self._sv)}), "
+                             f"got {self._coef.T.shape}")
 
     @classmethod
     def from_svc(cls, svc: Any) -> FastSVC:
@@ -189,14 +187,23 @@ class FastSVC:
         return block
 
     def _libsvm_decision(self, rows: F32) -> F64:
-        """Pairwise decision values with libsvm's sign: > 0 votes for the pair's first class."""
-        dec: F64 = self._kernel(rows).astype(np.float64) @ self._coef
+        """Pairwise decision values with libsvm's sign: > 0 votes for the pair's first class.
+
+        libsvm's pair (i, j) sums coefficient j-1 over class i's SVs and coefficient i over class j's.
+        """
+        kernel = self._kernel(rows).astype(np.float64)
+        k = len(self.classes_)
+        share = np.empty((len(rows), k, k - 1), dtype=np.float64)  # share[:, c, m]: class c's SVs, coefficient m
+        for c, (start, end) in enumerate(self._bounds):
+            share[:, c, :] = kernel[:, start:end] @ self._coef[start:end]
+        first, second = self._first, self._second
+        dec: F64 = share[:, first, second - 1] + share[:, second, first]
         dec += self._intercept
         return dec
 
     def _decision_checked(self, X: npt.ArrayLike) -> F64:
         rows = _to_dense_float32(X, self.n_features)
-        return _in_chunks(rows, self._libsvm_decision)
+        return _in_chunks(rows, self._libsvm_decision, self._chunk_rows)
 
     def decision_ovo(self, X: npt.ArrayLike) -> F64:
         """(n, k(k-1)/2) float64, as ``svc.decision_function`` with ``decision_function_shape="ovo"``.
