@@ -5,7 +5,7 @@ time in float64. On the production model (~11,700 support vectors of 784 pixels)
 per image. The same decision function is two matrix products:
 
     K   = exp(-gamma * ||x - sv||^2)          one GEMM: X @ SV.T, expanded as |x|^2 + |sv|^2 - 2 x.sv
-    dec = K @ Coef + intercept                one GEMM: Coef maps each SV to the pairs it votes in
+    dec = K @ Coef + intercept                one GEMM per class: each SV's coefficients vs the other classes
 
 followed by libsvm's one-vs-one vote. The first GEMM (n x features x n_SV, most of the work) runs in
 float32 with BLAS: half the bytes libsvm reads, and vectorised. The second one runs in float64: it
