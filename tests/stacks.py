@@ -53,6 +53,20 @@ def running_process_groups(run_dir: Path) -> dict[str, int]:
     return {name: entry["pid"] for name, entry in state.items() if entry["pid"]}
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+            state_and_ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(state_and_ppid[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def assert_nothing_left(groups: dict[str, int]) -> None:
     """`make down` must leave no process behind: each service's whole process group is gone."""
     leftovers = [name for name, pid in groups.items() if _group_alive(pid)]

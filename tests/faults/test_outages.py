@@ -14,7 +14,7 @@ from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
-from tests.stacks import REGISTRY_KEY, running_process_groups
+from tests.stacks import REGISTRY_KEY, children, running_process_groups
 
 OUTAGE_SECONDS = 30
 
@@ -109,7 +109,13 @@ def test_worker_loss(stack: LocalStack) -> None:
             time.sleep(0.2)
         time.sleep(1)
         worker = running_process_groups(stack.run_dir)["trainer"]
-        os.killpg(worker, signal.SIGKILL)  # the worker and the work horse it forked
+        # RQ runs the job in a work horse it forks into a process group of its own (os.setpgrp): a lost machine
+        # takes both, so both go. Killing only the worker's group leaves the horse to finish the job.
+        horses = children(worker)
+        assert horses, "the worker had forked no work horse: the job was not running"
+        os.killpg(worker, signal.SIGKILL)
+        for horse in horses:
+            os.killpg(horse, signal.SIGKILL)
         ended = wait_for_end(training, job.id, timeout=180)
         print(f"[worker loss] job ended {ended.status}: {ended.error}")
         assert ended.status == "failed" and "worker was lost" in ended.error
