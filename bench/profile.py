@@ -107,12 +107,14 @@ async def inference_event_loop(model: DigitModel, requests: list[bytes], concurr
     from digits.v1 import recognizer_pb2_grpc as pb_grpc
     from services.inference.active_model import Loaded
     from services.inference.batching import MicroBatcher
+    from services.inference.decoding import Decoder
     from services.inference.server import Recognizer
 
     settings = Settings()
     server = rpc.create_server(settings.max_message_bytes)
     batcher = MicroBatcher(settings.batch_max_size, settings.batch_max_wait_ms / 1000.0)
-    recognizer = Recognizer(_Fixed(Loaded("bench", model)), batcher, settings)  # type: ignore[arg-type]
+    recognizer = Recognizer(_Fixed(Loaded("bench", "", model)), batcher, Decoder(settings),  # type: ignore[arg-type]
+                            settings)
     pb_grpc.add_RecognizerServicer_to_server(recognizer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -19,13 +19,12 @@ import numpy.typing as npt
 import redis
 
 from bench.load import Send
-from digits.model import DigitModel
-from digits.registry import Registry
+from digits.model import N_PIXELS, DigitModel, check_round_trip
+from digits.registry import serialize
 from digits.stack.local import LocalStack, free_ports
 from digits.v1 import recognizer_pb2 as pb
 
 PREDICT = "/digits.v1.Recognizer/Predict"
-REGISTRY_KEY = "bench-registry-key"
 ADMIN_TOKEN = "bench-admin-token"
 
 
@@ -82,7 +81,6 @@ def running_stack(model: DigitModel, dataset: dict[str, object], replicas: int,
         "GATEWAY_HTTP_PORT": str(http_port),
         "INFERENCE_PORT": str(inference_port),
         "DIGITS_INFERENCE_REPLICAS": str(replicas),
-        "DIGITS_REGISTRY_KEY": REGISTRY_KEY,
         "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
         "DIGITS_MODEL_POLL_SECONDS": "0.5",
         "DIGITS_CACHE_DIR": str(run_dir / "cache"),
@@ -93,9 +91,11 @@ def running_stack(model: DigitModel, dataset: dict[str, object], replicas: int,
     try:
         client = stack.redis_client()
         stack.wait_until(lambda: _pings(client), "redis answering", 60)
-        registry = Registry(client, REGISTRY_KEY)
-        record = registry.register(model, kind="svc", params={"recipe": "bench"}, metrics={}, dataset=dataset,
-                                   code_version="bench")
+        registry = stack.registry(signing=True)
+        blob = serialize(model)
+        record = registry.register(blob, kind="svc", params={"recipe": "bench"}, metrics={}, dataset=dataset,
+                                   split={}, fitted_on="bench", code_version="bench",
+                                   served_check=check_round_trip(model, blob, np.zeros((4, N_PIXELS), np.float32)))
         registry.activate(record.version, expected=None, why="benchmark")
         stack.wait_until_serving(timeout=180)
         running = RunningStack(stack, record.version)

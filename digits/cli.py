@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +26,16 @@ from digits.v1 import (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # The reader went away (`digits models | head -1`): stop quietly, as Unix tools do, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     with grpc.insecure_channel(args.gateway or settings.gateway) as channel:
@@ -75,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("id", nargs="?")
     jobs.set_defaults(run=_jobs)
 
-    models = commands.add_parser("models", help="list, show, activate or roll back model versions")
-    models.add_argument("action", nargs="?", choices=["list", "show", "activate", "rollback"], default="list")
+    models = commands.add_parser("models", help="list, show, activate, roll back or pin model versions; history")
+    models.add_argument("action", nargs="?", default="list",
+                        choices=["list", "show", "activate", "rollback", "pin", "unpin", "history"])
     models.add_argument("version", nargs="?")
     models.add_argument("--reason", default="", help="recorded in the promotion log")
     models.set_defaults(run=_models)
@@ -172,9 +185,15 @@ def _job_dict(job: training_pb2.Job) -> dict[str, Any]:
 def _models(client: Client, args: argparse.Namespace) -> int:
     if args.action == "list":
         reply = client.models.ListModels(models_pb2.ListModelsRequest(), timeout=30)
-        _table(["", "VERSION", "KIND", "ACCURACY", "F1", "DATA", "CREATED"],
+        _table(["", "VERSION", "KIND", "ACCURACY", "F1", "DATA", "CREATED", "NOTE"],
                (["*" if m.active else "", m.version, m.kind, f"{m.accuracy:.4f}", f"{m.f1_weighted:.4f}",
-                 f"{m.dataset.source} ({m.dataset.size})", m.created_at] for m in reply.models))
+                 f"{m.dataset.source} ({m.dataset.size})", m.created_at, _note(m)] for m in reply.models))
+        _replicas(reply)
+        return 0
+    if args.action == "history":
+        promotions = client.models.ListPromotions(models_pb2.ListPromotionsRequest(), timeout=30).promotions
+        _table(["WHEN", "ACTION", "FROM", "TO", "JOB", "WHY"],
+               ([p.when, p.action, p.from_version or "-", p.to_version, p.job[:12], p.why] for p in promotions))
         return 0
     if args.action == "rollback":
         done = client.models.Rollback(models_pb2.RollbackRequest(reason=args.reason), metadata=client.admin,
@@ -184,6 +203,11 @@ def _models(client: Client, args: argparse.Namespace) -> int:
     if not args.version:
         print(f"digits models {args.action} needs a version", file=sys.stderr)
         return 2
+    if args.action in ("pin", "unpin"):
+        model = client.models.PinModel(models_pb2.PinModelRequest(version=args.version, pinned=args.action == "pin"),
+                                       metadata=client.admin, timeout=30)
+        print(f"{model.version} {'pinned: retention never prunes it' if model.pinned else 'unpinned'}")
+        return 0
     if args.action == "activate":
         done = client.models.ActivateModel(
             models_pb2.ActivateModelRequest(version=args.version, reason=args.reason), metadata=client.admin,
@@ -194,6 +218,24 @@ def _models(client: Client, args: argparse.Namespace) -> int:
     model = client.models.GetModel(models_pb2.GetModelRequest(version=args.version), timeout=30)
     _show_model(model)
     return 0
+
+
+def _note(model: models_pb2.Model) -> str:
+    return ", ".join(word for word, on in (("pinned", model.pinned), ("pruned", bool(model.pruned_at))) if on)
+
+
+def _replicas(reply: models_pb2.ListModelsResponse) -> None:
+    """Which version each replica serves, and a warning when one disagrees with the active pointer."""
+    if not reply.replicas:
+        print("\nreplicas: none reported in the last few seconds")
+        return
+    print()
+    _table(["REPLICA", "SERVES", "STATE", "WHY"],
+           ([r.id, r.version or "-", r.state, r.error[:80]] for r in reply.replicas))
+    behind = [r.id for r in reply.replicas if r.version != reply.active_version]
+    if behind:
+        print(f"warning: {len(behind)} of {len(reply.replicas)} replicas do not serve the active version "
+              f"{reply.active_version}: {', '.join(behind)}", file=sys.stderr)
 
 
 def _show_model(model: models_pb2.Model) -> None:

@@ -1,7 +1,7 @@
 """The errors Digits raises on purpose, each tied to the gRPC status code a client should see.
 
-Every service maps these to status codes in one place (``digits.grpc_errors``); code that raises
-them only says what went wrong, in words a person understands.
+Every service maps these to status codes in one place (``digits.rpc``); code that raises them only says what
+went wrong, in words a person understands.
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ HTTP_STATUS = {
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,  # too large; an overloaded service says so with Retry-After (503)
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
 
-def http_status(code: grpc.StatusCode) -> int:
+# Trailing metadata that marks a RESOURCE_EXHAUSTED as "busy, come back" rather than "too large".
+RETRY_AFTER_KEY = "retry-after"
+
+
+def http_status(code: grpc.StatusCode, retry_after: str | None = None) -> int:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after:
+        return 503
     return HTTP_STATUS.get(code, 500)
 
 
@@ -43,12 +49,29 @@ class TooLarge(DigitsError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Overloaded(DigitsError):
+    """The service is at its limit right now (calls, bytes or pixels in flight); the same call may pass later.
+
+    gRPC clients see RESOURCE_EXHAUSTED with ``retry-after`` (seconds) in the trailing metadata; HTTP clients see
+    503 with a Retry-After header.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after_seconds = 1
+
+
 class NotFound(DigitsError):
     code = grpc.StatusCode.NOT_FOUND
 
 
 class FailedPrecondition(DigitsError):
     """The system is not in a state that allows the call (for example: nothing to roll back to)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class NotServable(DigitsError):
+    """A registered model that inference cannot load or serve: it is never activated, never served."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 

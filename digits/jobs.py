@@ -1,6 +1,10 @@
 """Retraining jobs as RQ sees them: the queue, the job spec, progress in job meta, and a plain view of a job.
 
 The gateway enqueues by function path, so it never imports the training code (or scikit-learn).
+
+Nothing read from the queue is run as code unless it is one of Digits' own job functions: every side (enqueue,
+worker, fetch, stop) uses RQ's JSON serializer, never pickle, and ``TrustedJob`` refuses any other function,
+callbacks and webhooks. A job planted in Redis with a pickled payload fails with that reason; nothing of it runs.
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from redis import Redis
+from rq import Queue
+from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from digits.candidates import DEFAULT as DEFAULT_CANDIDATES
 from digits.candidates import Candidate, resolve
@@ -23,9 +31,74 @@ FIT_CANDIDATE_FUNCTION = "services.trainer.retrain.fit_candidate"
 FAN_IN_FUNCTION = "services.trainer.retrain.select_and_promote"
 
 
+FUNCTIONS = frozenset({RETRAIN_FUNCTION, FIT_CANDIDATE_FUNCTION, FAN_IN_FUNCTION})
+SERIALIZER = JSONSerializer
+RESULT_TTL_SECONDS = 30 * 24 * 3600  # finished and failed retrain jobs stay listed for a month
+PART_TTL_SECONDS = 24 * 3600  # a fan-out's candidate jobs, read only by their fan-in
+
+
+class UntrustedJob(Exception):
+    """A job that is not one Digits enqueued: it is refused, and nothing of it runs."""
+
+
+class TrustedJob(Job):
+    """RQ's job, restricted to what Digits enqueues: a JSON payload naming one of its own job functions."""
+
+    def _deserialize_data(self) -> None:
+        try:
+            super()._deserialize_data()  # type: ignore[no-untyped-call]
+        except DeserializationError:
+            raise DeserializationError(
+                f"job {self.id}: its payload is not JSON (a pickled job?); Digits runs only JSON jobs, so it was "
+                "not run") from None
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name not in FUNCTIONS or self.instance is not None:
+            raise UntrustedJob(f"job {self.id} names {name!r}, which is not one of Digits' job functions "
+                               f"({', '.join(sorted(FUNCTIONS))}); it was not run")
+        if self._success_callback_name or self._failure_callback_name or self._stopped_callback_name or self.webhooks:
+            raise UntrustedJob(f"job {self.id} carries callbacks or webhooks, which Digits never sets; it was not run")
+        return super().func
+
+    # Callbacks and webhooks would import and call whatever a job record names: never.
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def send_webhooks(self, status: str | JobStatus, *, exc_string: str | None = None) -> None:
+        return None
+
+
+def queue(connection: Redis) -> Queue:
+    return Queue(QUEUE, connection=connection, serializer=SERIALIZER, job_class=TrustedJob)
+
+
+def fetch(job_id: str, connection: Redis) -> TrustedJob:
+    job = TrustedJob.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    assert isinstance(job, TrustedJob)
+    return job
+
+
+def fetch_many(job_ids: list[str], connection: Redis) -> list[TrustedJob]:
+    return [j for j in TrustedJob.fetch_many(job_ids, connection=connection, serializer=SERIALIZER)
+            if isinstance(j, TrustedJob)]
+
+
 def candidate_job_id(group: str, name: str) -> str:
     """A fan-out job's id: the fan-in job's id (the group) and the candidate's name."""
     return f"{group}_{name}"
+
+
 JOBS_KEY = "digits:jobs"  # sorted set of retrain job ids by enqueue time, for listing
 TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
 
@@ -45,6 +118,8 @@ class RetrainSpec:
     top_n: int = 0  # 0 = each ensemble's own default
     min_gain: float = 0.0  # accuracy the winner must add over the active model
     parallel: bool = False  # one RQ job per base candidate, then a fan-in job
+    # False when a training-scope token started the job: such jobs never change the active model.
+    may_activate: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(self.candidates))
@@ -70,6 +145,11 @@ class RetrainSpec:
         if self.top_n:
             chosen = [c.with_params({"top_n": self.top_n}) if c.kind != "base" else c for c in chosen]
         return chosen
+
+    def split_spec(self) -> dict[str, Any]:
+        """What decides which digits are held out: two jobs with equal split specs on equal data hold out the same."""
+        return {"seed": self.seed, "validation_fraction": self.validation_fraction,
+                "holdout_fraction": self.holdout_fraction, "limit": self.limit}
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
@@ -121,7 +201,6 @@ def view(job: Job) -> JobView:
         meta = {**meta, **_fan_out_progress(job, meta["candidate_jobs"])}
     result = job.return_value() if status == JobStatus.FINISHED else None
     result = result if isinstance(result, dict) else {}
-    spec = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
     return JobView(
         id=job.id,
         status=status.value if status else "unknown",
@@ -133,14 +212,22 @@ def view(job: Job) -> JobView:
         enqueued_at=_iso(job.enqueued_at),
         started_at=_iso(job.started_at),
         ended_at=_iso(job.ended_at),
-        spec=spec,
+        spec=_spec_of(job),
         result=result,
     )
 
 
+def _spec_of(job: Job) -> dict[str, Any]:
+    try:
+        args = job.args
+    except DeserializationError:
+        return {}  # a job Digits did not enqueue; its failure reason says so
+    return args[0] if args and isinstance(args[0], dict) else {}
+
+
 def _fan_out_progress(job: Job, ids: list[str]) -> dict[str, Any]:
     """A waiting fan-in job's progress is its candidate jobs' progress."""
-    parts = [p for p in Job.fetch_many(ids, connection=job.connection) if p is not None]
+    parts = fetch_many(ids, job.connection)
     ended = sum(p.get_status() in TERMINAL for p in parts)
     running = [str(p.meta.get("candidate", "")) for p in parts if p.get_status() == JobStatus.STARTED]
     stage = f"{ended} of {len(ids)} candidates done" + (f"; fitting {', '.join(running)}" if running else "")
@@ -159,7 +246,14 @@ def _failure_reason(job: Job, status: JobStatus | None) -> str:
     if "AbandonedJobError" in text:
         return "its worker was lost (killed or crashed) before it finished; nothing was registered"
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "failed (no reason recorded; see the trainer's log)"
+    if not lines:
+        return "failed (no reason recorded; see the trainer's log)"
+    # "package.module.SomeError: what happened" -> "what happened" when the exception is ours to word.
+    kind, _, words = lines[-1].partition(": ")
+    return words if words and kind.rsplit(".", 1)[-1] in _WORDED_ERRORS else lines[-1]
+
+
+_WORDED_ERRORS = {"UntrustedJob", "DeserializationError", "RuntimeError"}
 
 
 def _iso(moment: datetime | None) -> str:

@@ -1,5 +1,9 @@
 """The model as the registry stores it and inference serves it.
 
+Whatever the trainer registers is a ``ServedModel``: a single fitted pipeline (``DigitModel``) or an ensemble of
+them (``digits.ensembles``). ``ready_to_serve`` is the one check every replica and the trainer run on a model
+just unpickled, before it may answer.
+
 A ``DigitModel`` is a fitted scikit-learn pipeline over 784 pixels (0..255, light ink on dark) plus,
 for estimators that only vote (an SVC without ``probability=True``), a softmax temperature over their
 vote scores, fitted on held-out digits. That gives calibrated probabilities for the price of one
@@ -11,18 +15,23 @@ and through the estimator's own methods otherwise.
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from typing import Any
 
+import joblib
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from digits.errors import NotServable
+
 Floats = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
 
 N_CLASSES = 10
+N_PIXELS = 784
 
 
 def scale_pixels(pixels: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -47,6 +56,30 @@ class ServedModel(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Facts about the fitted model worth recording."""
+
+
+def ready_to_serve(model: object, name: str) -> ServedModel:
+    """Check that ``model`` is something inference serves, build its fast path and run one prediction."""
+    if not isinstance(model, ServedModel):
+        raise NotServable(f"{name} is a {type(model).__name__}, which inference cannot serve")
+    model.prepare()
+    labels, probabilities = model.predict(np.zeros((1, N_PIXELS), dtype=np.float32))
+    if np.shape(labels) != (1,) or np.shape(probabilities) != (1, N_CLASSES) or not np.isfinite(probabilities).all():
+        raise NotServable(f"{name} answered a warm-up call with labels {np.shape(labels)} and probabilities "
+                          f"{np.shape(probabilities)}")
+    return model
+
+
+def check_round_trip(model: ServedModel, blob: bytes, pixels: Floats) -> dict[str, Any]:
+    """Load ``blob`` as a replica will and require it to answer ``pixels`` exactly as ``model`` does: what the
+    trainer checks before it registers anything (the record keeps these facts as ``served_check``)."""
+    loaded = ready_to_serve(joblib.load(io.BytesIO(blob)), "the model, loaded back from its blob")
+    expected, _ = model.predict(pixels)
+    answered, probabilities = loaded.predict(pixels)
+    if not np.array_equal(expected, answered) or not np.isfinite(probabilities).all():
+        raise NotServable("loaded back from its blob, the model answers differently from the fitted one; it is not "
+                          "registered")
+    return {"passed": True, "class": type(loaded).__name__, "rows": len(pixels), "fast_path": loaded.fast}
 
 
 class DigitModel(ServedModel):

@@ -3,7 +3,13 @@
 A version is registered in one transaction (metadata, signed blob, index entry) so that a crash never
 leaves half a version behind. The active pointer changes only by compare-and-set, so two promotions
 cannot interleave; every change is appended to the promotion log and announced on ``digits:events``.
-Blobs are checked (sha256 and HMAC-SHA256) before anything unpickles them.
+
+Every record is signed by the trainer (Ed25519, ``digits.signing``): the signature covers the record's
+fields, the blob's sha256 and size, so nothing is unpickled before the blob is shown to be exactly the one the
+trainer registered under that version. Only the trainer holds the private key.
+
+Old versions do not pile up: ``prune`` deletes the blobs of versions that are neither active, pinned, among the
+newest ``keep``, nor among the last ``keep`` versions a rollback could return to. Their records stay, marked.
 """
 
 from __future__ import annotations
@@ -22,29 +28,39 @@ import joblib
 import redis
 from redis.typing import EncodableT, FieldT
 
-from digits.errors import FailedPrecondition, IntegrityError, NotFound
+from digits.errors import FailedPrecondition, IntegrityError, NotFound, NotServable
+from digits.redis_connection import connect
+from digits.settings import Settings
+from digits.signing import SigningKey, Verifier
 
 PREFIX = "digits:"
 SEQ_KEY = PREFIX + "model:seq"
 MODELS_KEY = PREFIX + "models"
 ACTIVE_KEY = PREFIX + "active"
+PINNED_KEY = PREFIX + "pinned"
 PROMOTIONS_KEY = PREFIX + "promotions"
 EVENTS_CHANNEL = PREFIX + "events"
+REPLICAS_CHANNEL = PREFIX + "replicas"
 SCRATCH_PREFIX = PREFIX + "scratch:"
+SIGNATURE_CONTEXT = b"digits.model.v1\n"
 
-# Fields read when listing: everything but the report, and never the blob.
-SUMMARY_FIELDS = (
-    "version", "kind", "params", "metrics", "dataset", "created_at", "parent",
-    "sha256", "signature", "blob_size", "job_id", "code_version",
+# What the trainer signs: everything a version claims about itself. Stored as text; signed as stored.
+SIGNED_FIELDS = (
+    "version", "kind", "params", "metrics", "dataset", "split", "fitted_on", "created_at", "parent",
+    "sha256", "blob_size", "job_id", "code_version", "served_check", "key_id",
 )
+# Fields read when listing: the signed ones, the signature and the prune mark; never the report or the blob.
+SUMMARY_FIELDS = (*SIGNED_FIELDS, "signature", "pruned_at")
+_JSON_FIELDS = ("params", "metrics", "dataset", "split", "served_check", "report")
 
 # Compare-and-set of the active pointer, the log entry and the event in one atomic step.
-# KEYS: active, promotions, metadata of the new version.
+# KEYS: active, promotions, metadata of the new version, its blob.
 # ARGV: expected current ("" = none), new version, action, why, when, job, channel.
 _ACTIVATE_LUA = """
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then return {0, current} end
 if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, current} end
+if redis.call('EXISTS', KEYS[4]) == 0 then return {-2, current} end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'action', ARGV[3], 'from', current, 'to', ARGV[2],
            'why', ARGV[4], 'when', ARGV[5], 'job', ARGV[6])
@@ -79,26 +95,26 @@ class ModelRecord:
     sha256: str
     signature: str
     blob_size: int
+    key_id: str = ""
+    # How the digits were split for this version's figures (seed, fractions, limit), and what it was fitted on.
+    split: dict[str, Any] = field(default_factory=dict)
+    fitted_on: str = ""
     job_id: str = ""
     code_version: str = ""
+    # The trainer loaded the blob back and served a few digits with it before registering it.
+    served_check: dict[str, Any] = field(default_factory=dict)
+    pruned_at: str = ""
     report: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> ModelRecord:
+        loaded = {name: json.loads(raw.get(name) or "{}") for name in _JSON_FIELDS}
         return cls(
-            version=raw["version"],
-            kind=raw.get("kind", ""),
-            params=json.loads(raw.get("params") or "{}"),
-            metrics=json.loads(raw.get("metrics") or "{}"),
-            dataset=json.loads(raw.get("dataset") or "{}"),
-            created_at=raw.get("created_at", ""),
-            parent=raw.get("parent", ""),
-            sha256=raw.get("sha256", ""),
-            signature=raw.get("signature", ""),
-            blob_size=int(raw.get("blob_size") or 0),
-            job_id=raw.get("job_id", ""),
-            code_version=raw.get("code_version", ""),
-            report=json.loads(raw.get("report") or "{}"),
+            version=raw["version"], kind=raw.get("kind", ""), created_at=raw.get("created_at", ""),
+            parent=raw.get("parent", ""), sha256=raw.get("sha256", ""), signature=raw.get("signature", ""),
+            blob_size=int(raw.get("blob_size") or 0), key_id=raw.get("key_id", ""),
+            fitted_on=raw.get("fitted_on", ""), job_id=raw.get("job_id", ""),
+            code_version=raw.get("code_version", ""), pruned_at=raw.get("pruned_at", ""), **loaded,
         )
 
 
@@ -121,109 +137,185 @@ def serialize(model: object) -> bytes:
     return buffer.getvalue()
 
 
-class Signer:
-    """HMAC-SHA256 over a blob with the registry key."""
-
-    def __init__(self, key: str) -> None:
-        self._key = key.encode()
-
-    def sign(self, blob: bytes) -> str:
-        return hmac.new(self._key, blob, hashlib.sha256).hexdigest()
-
-    def verify(self, blob: bytes, record: ModelRecord) -> None:
-        """Raise IntegrityError unless the blob is exactly the one that was registered and signed."""
-        if len(blob) != record.blob_size:
-            raise IntegrityError(
-                f"model {record.version}: blob is {len(blob)} bytes, {record.blob_size} were registered"
-            )
-        if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), record.sha256):
-            raise IntegrityError(f"model {record.version}: blob digest does not match its record")
-        if not hmac.compare_digest(self.sign(blob), record.signature):
-            raise IntegrityError(f"model {record.version}: blob signature is not valid for this registry key")
+def _signed_message(stored: Mapping[str, str]) -> bytes:
+    return SIGNATURE_CONTEXT + json.dumps({k: stored.get(k, "") for k in SIGNED_FIELDS}, sort_keys=True).encode()
 
 
 class Registry:
-    """Versions, metadata, signed blobs and the active pointer, in Redis."""
+    """Versions, metadata, signed blobs, pins and the active pointer, in Redis.
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
+    Every service verifies with ``verifier``; only the trainer passes ``signer`` and can register.
+    """
+
+    def __init__(self, client: redis.Redis, verifier: Verifier, signer: SigningKey | None = None) -> None:
         self._redis = client
-        self._signer = Signer(key)
+        self._verifier = verifier
+        self._signer = signer
         self._activate = client.register_script(_ACTIVATE_LUA)
 
     @classmethod
-    def from_url(cls, url: str, key: str, *, timeout: float = 5.0) -> Registry:
-        client = redis.Redis.from_url(
-            url, decode_responses=False, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
-        return cls(client, key)
+    def from_settings(cls, settings: Settings, *, timeout: float = 5.0) -> Registry:
+        """This service's registry: it signs only where a signing key is configured (the trainer)."""
+        key = settings.registry_signing_key
+        return cls(connect(settings, timeout=timeout), Verifier.from_text(settings.registry_public_keys),
+                   SigningKey.from_text(key.get_secret_value()) if key else None)
 
     @property
     def redis(self) -> redis.Redis:
         return self._redis
 
-    # -- writing -------------------------------------------------------------------------------
+    def signs_verifiably(self) -> bool:
+        """True when this registry has a signing key whose public half its verifier trusts."""
+        return self._signer is not None and self._signer.key_id in self._verifier.key_ids
+
+    # -- writing (the trainer) -----------------------------------------------------------------------
 
     def register(
         self,
-        model: object,
+        blob: bytes,
         *,
         kind: str,
         params: Mapping[str, Any],
         metrics: Mapping[str, Any],
         dataset: Mapping[str, Any],
+        split: Mapping[str, Any],
+        fitted_on: str,
+        served_check: Mapping[str, Any],
         parent: str = "",
         job_id: str = "",
         code_version: str = "",
         report: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
-        """Store a new version in one transaction and return its record. It is not activated."""
-        blob = serialize(model)
+        """Sign and store a serialized model as a new version in one transaction. It is not activated."""
+        signer = self._require_signer()
         version = f"v{self._redis.incr(SEQ_KEY)}"
-        record = ModelRecord(
-            version=version, kind=kind, params=dict(params), metrics=dict(metrics), dataset=dict(dataset),
-            created_at=now_iso(), parent=parent, sha256=hashlib.sha256(blob).hexdigest(),
-            signature=self._signer.sign(blob), blob_size=len(blob), job_id=job_id,
-            code_version=code_version, report=dict(report or {}),
-        )
+        stored: dict[str, str] = {
+            "version": version, "kind": kind, "params": json.dumps(dict(params)),
+            "metrics": json.dumps(dict(metrics)), "dataset": json.dumps(dict(dataset)),
+            "split": json.dumps(dict(split)), "fitted_on": fitted_on, "created_at": now_iso(), "parent": parent,
+            "sha256": hashlib.sha256(blob).hexdigest(), "blob_size": str(len(blob)), "job_id": job_id,
+            "code_version": code_version, "served_check": json.dumps(dict(served_check)),
+            "key_id": signer.key_id, "report": json.dumps(dict(report or {})),
+        }
+        stored["signature"] = signer.sign(_signed_message(stored))
         with self._redis.pipeline(transaction=True) as tx:
             tx.set(blob_key(version), blob)
-            tx.hset(model_key(version), mapping=_to_hash(record))
+            tx.hset(model_key(version), mapping=_encodable(stored))
             tx.zadd(MODELS_KEY, {version: datetime.now(UTC).timestamp()})
             tx.execute()
-        return record
+        return ModelRecord.from_hash(stored)
+
+    def prune(self, keep: int) -> builtins.list[str]:
+        """Delete the blobs of versions no one can serve any more; return those versions.
+
+        Kept: the active version, pinned versions, the ``keep`` newest, and the last ``keep`` versions that were
+        active before (what rollbacks reach). The check and the deletion are one transaction that retries if
+        the active pointer or the pins change meanwhile, so a version is never pruned as it is activated.
+        """
+        while True:
+            with self._redis.pipeline(transaction=True) as tx:
+                try:
+                    tx.watch(ACTIVE_KEY, PINNED_KEY)  # type: ignore[no-untyped-call]
+                    doomed = [v for v in self._unpruned() if v not in self._kept(keep)]
+                    tx.multi()
+                    for version in doomed:
+                        tx.delete(blob_key(version))
+                        tx.hset(model_key(version), "pruned_at", now_iso())
+                    tx.execute()
+                    return doomed
+                except redis.WatchError:
+                    continue
+
+    def _kept(self, keep: int) -> set[str]:
+        newest = [_text(v) for v in self._redis.zrevrange(MODELS_KEY, 0, max(keep, 1) - 1)]
+        previously_active: builtins.list[str] = []
+        for promotion in self.promotions(1000):
+            if promotion.from_version and promotion.from_version not in previously_active:
+                previously_active.append(promotion.from_version)
+        active = self.active_version()
+        return {*newest, *previously_active[:keep], *self.pinned(), *([active] if active else [])}
+
+    def _unpruned(self) -> builtins.list[str]:
+        versions = [_text(v) for v in self._redis.zrange(MODELS_KEY, 0, -1)]
+        with self._redis.pipeline(transaction=False) as batch:
+            for version in versions:
+                batch.exists(blob_key(version))
+            present = batch.execute()
+        return [v for v, exists in zip(versions, present, strict=True) if exists]
+
+    def put_scratch(self, name: str, model: object, ttl_seconds: int) -> None:
+        """A signed model passed between the jobs of one retrain (fan-out); never a version."""
+        signer = self._require_signer()
+        blob = serialize(model)
+        key = f"{SCRATCH_PREFIX}{name}"
+        self._redis.hset(key, mapping={"blob": blob, "key_id": signer.key_id,
+                                       "signature": signer.sign(_scratch_message(name, blob))})
+        self._redis.expire(key, ttl_seconds)
+
+    def take_scratch(self, name: str) -> object:
+        """Load (after verifying) and delete a scratch model."""
+        key = f"{SCRATCH_PREFIX}{name}"
+        blob, key_id, signature = self._redis.hmget(key, ["blob", "key_id", "signature"])
+        if not isinstance(blob, bytes):
+            raise IntegrityError(f"scratch model {name} is missing or expired")
+        self._verifier.verify(_scratch_message(name, blob), _text(key_id), _text(signature), f"scratch model {name}")
+        self._redis.delete(key)
+        return joblib.load(io.BytesIO(blob))
+
+    def _require_signer(self) -> SigningKey:
+        if self._signer is None:
+            raise FailedPrecondition("this service holds no signing key; only the trainer registers models")
+        return self._signer
+
+    # -- the active pointer and pins (the gateway) -----------------------------------------------------
 
     def activate(self, version: str, *, expected: str | None, why: str, job: str = "",
                  action: str = "activate") -> bool:
         """Point ``digits:active`` at ``version`` if it still points at ``expected`` (None = nothing).
 
-        Returns False when another promotion got there first; raises NotFound for an unknown version.
+        Returns False when another promotion got there first; raises NotFound for an unknown version and
+        FailedPrecondition for a pruned one.
         """
         result = self._activate(
-            keys=[ACTIVE_KEY, PROMOTIONS_KEY, model_key(version)],
+            keys=[ACTIVE_KEY, PROMOTIONS_KEY, model_key(version), blob_key(version)],
             args=[expected or "", version, action, why, now_iso(), job, EVENTS_CHANNEL],
         )
         status = int(result[0])
         if status == -1:
             raise NotFound(f"model {version} is not registered")
+        if status == -2:
+            raise FailedPrecondition(f"model {version} was pruned (its blob is deleted); it cannot serve again")
         return status == 1
 
     def rollback(self, *, why: str) -> tuple[str, str]:
-        """Go back to the version that was active before the current one; return (from, to)."""
+        """Go back to the version that was active before the current one, if it can still serve; return (from, to)."""
         current = self.active_version()
         if current is None:
             raise FailedPrecondition("no model is active, so there is nothing to roll back")
         previous = self._activated_from(current)
         if not previous:
             raise FailedPrecondition(f"{current} was the first active model; there is nothing to roll back to")
+        self.check_servable(previous)
         if not self.activate(previous, expected=current, why=why, action="rollback"):
             raise FailedPrecondition("the active model changed during the rollback; look again and retry")
         return current, previous
 
-    # -- reading -------------------------------------------------------------------------------
+    def pin(self, version: str, pinned: bool) -> None:
+        """A pinned version is never pruned."""
+        self.get(version, with_report=False)  # NotFound for an unknown version
+        if pinned:
+            self._redis.sadd(PINNED_KEY, version)
+        else:
+            self._redis.srem(PINNED_KEY, version)
+
+    # -- reading -------------------------------------------------------------------------------------
 
     def active_version(self) -> str | None:
         value = self._redis.get(ACTIVE_KEY)
         return _text(value) or None
+
+    def pinned(self) -> set[str]:
+        return {_text(v) for v in self._redis.smembers(PINNED_KEY)}
 
     def get(self, version: str, *, with_report: bool = True) -> ModelRecord:
         fields = (*SUMMARY_FIELDS, "report") if with_report else SUMMARY_FIELDS
@@ -247,44 +339,43 @@ class Registry:
                 records.append(ModelRecord.from_hash(raw))
         return records
 
-    def load(self, version: str) -> tuple[ModelRecord, object]:
-        """Fetch, verify and only then unpickle a version's model."""
-        record = self.get(version, with_report=False)
+    def verify(self, version: str) -> tuple[ModelRecord, bytes]:
+        """A version's record and blob, after checking that the trainer signed exactly these."""
+        stored = self._stored(version)
+        record = ModelRecord.from_hash(stored)
+        if record.pruned_at:
+            raise FailedPrecondition(f"model {version} was pruned at {record.pruned_at}; it cannot serve again")
         blob = self._redis.get(blob_key(version))
         if blob is None:
             raise IntegrityError(f"model {version}: its blob is missing")
         assert isinstance(blob, bytes)
-        self._signer.verify(blob, record)
-        return record, joblib.load(io.BytesIO(blob))
+        self._verifier.verify(_signed_message(stored), record.key_id, record.signature, f"model {version}")
+        if len(blob) != record.blob_size:
+            raise IntegrityError(f"model {version}: blob is {len(blob)} bytes, {record.blob_size} were registered")
+        if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), record.sha256):
+            raise IntegrityError(f"model {version}: blob digest does not match its record")
+        return record, blob
 
-    def verify(self, version: str) -> ModelRecord:
-        """Check a version's blob without unpickling it."""
-        record = self.get(version, with_report=False)
-        blob = self._redis.get(blob_key(version))
-        if blob is None:
-            raise IntegrityError(f"model {version}: its blob is missing")
-        assert isinstance(blob, bytes)
-        self._signer.verify(blob, record)
+    def check_servable(self, version: str) -> ModelRecord:
+        """Refuse what no replica should be pointed at: a version not signed by a trusted key, whose blob does not
+        match its record, that was pruned, or that the trainer did not load back and serve before registering."""
+        record, _ = self.verify(version)
+        if not record.served_check.get("passed"):
+            raise NotServable(f"model {version} was registered without the trainer loading it back and serving a "
+                              "few digits with it, so it may not load in inference; retrain it")
         return record
 
-    # -- scratch: signed models passed between the jobs of one retrain (fan-out), never versions ----
+    def load(self, version: str) -> tuple[ModelRecord, object]:
+        """Fetch, verify and only then unpickle a version's model."""
+        record, blob = self.verify(version)
+        return record, joblib.load(io.BytesIO(blob))
 
-    def put_scratch(self, name: str, model: object, ttl_seconds: int) -> None:
-        blob = serialize(model)
-        key = f"{SCRATCH_PREFIX}{name}"
-        self._redis.hset(key, mapping={"blob": blob, "signature": self._signer.sign(blob)})
-        self._redis.expire(key, ttl_seconds)
-
-    def take_scratch(self, name: str) -> object:
-        """Load (after verifying) and delete a scratch model."""
-        key = f"{SCRATCH_PREFIX}{name}"
-        blob, signature = self._redis.hmget(key, ["blob", "signature"])
-        if not isinstance(blob, bytes) or not isinstance(signature, bytes):
-            raise IntegrityError(f"scratch model {name} is missing or expired")
-        if not hmac.compare_digest(self._signer.sign(blob), signature.decode()):
-            raise IntegrityError(f"scratch model {name}: signature is not valid for this registry key")
-        self._redis.delete(key)
-        return joblib.load(io.BytesIO(blob))
+    def _stored(self, version: str) -> dict[str, str]:
+        values = self._redis.hmget(model_key(version), list(SUMMARY_FIELDS))
+        stored = {n: _text(v) for n, v in zip(SUMMARY_FIELDS, values, strict=True) if v is not None}
+        if "version" not in stored:
+            raise NotFound(f"model {version} is not registered")
+        return stored
 
     def promotions(self, count: int = 100) -> builtins.list[Promotion]:
         """The promotion log, most recent first."""
@@ -301,14 +392,12 @@ class Registry:
         return ""
 
 
-def _to_hash(record: ModelRecord) -> dict[FieldT, EncodableT]:
-    return {
-        "version": record.version, "kind": record.kind, "params": json.dumps(record.params),
-        "metrics": json.dumps(record.metrics), "dataset": json.dumps(record.dataset),
-        "created_at": record.created_at, "parent": record.parent, "sha256": record.sha256,
-        "signature": record.signature, "blob_size": record.blob_size, "job_id": record.job_id,
-        "code_version": record.code_version, "report": json.dumps(record.report),
-    }
+def _scratch_message(name: str, blob: bytes) -> bytes:
+    return b"digits.scratch.v1\n" + name.encode() + b"\n" + hashlib.sha256(blob).hexdigest().encode()
+
+
+def _encodable(stored: Mapping[str, str]) -> dict[FieldT, EncodableT]:
+    return {name: value for name, value in stored.items()}
 
 
 def _promotion(entry_id: bytes, fields: Mapping[bytes, bytes]) -> Promotion:

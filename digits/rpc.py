@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
-from digits.errors import DigitsError
+from digits.errors import RETRY_AFTER_KEY, DigitsError
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +122,27 @@ async def _abort_for(error: BaseException, context: Context, method: str) -> Non
         return
     if isinstance(error, DigitsError):
         log.info("call refused", extra={"method": method, "code": error.code.name, "reason": str(error)})
-        await context.abort(error.code, str(error))
+        await context.abort(error.code, str(error), trailing_metadata=_retry_after(error))
     if isinstance(error, grpc.aio.AioRpcError):
-        # An upstream call (gateway -> inference) failed: the caller gets its status and words unchanged.
-        await context.abort(error.code(), error.details() or error.code().name)
+        # An upstream call (gateway -> inference) failed: the caller gets its status, words and retry hint unchanged.
+        hint = upstream_retry_after(error)
+        await context.abort(error.code(), error.details() or error.code().name,
+                            trailing_metadata=((RETRY_AFTER_KEY, hint),) if hint else ())
     log.exception("unexpected error", extra={"method": method})
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the service logged the details")
+
+
+def _retry_after(error: DigitsError) -> tuple[tuple[str, str], ...]:
+    seconds = getattr(error, "retry_after_seconds", None)
+    return ((RETRY_AFTER_KEY, str(seconds)),) if seconds is not None else ()
+
+
+def upstream_retry_after(error: grpc.aio.AioRpcError) -> str | None:
+    """The ``retry-after`` an upstream service attached to its refusal (it was busy, not the request wrong)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY:
+            return str(value)
+    return None
 
 
 @functools.cache
@@ -146,7 +161,10 @@ def _observe(service: str, method: str, code: grpc.StatusCode, started: float) -
     _histogram(service, method).observe(time.perf_counter() - started)
 
 
-def create_server(max_message_bytes: int, max_connection_age_seconds: float = 0) -> grpc.aio.Server:
+def create_server(max_message_bytes: int, max_connection_age_seconds: float = 0, *,
+                  max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
+    """A server with the interceptor; past ``max_concurrent_rpcs`` calls, gRPC refuses new ones with
+    RESOURCE_EXHAUSTED before reading their messages, which bounds the request bytes a server holds."""
     options: list[tuple[str, int]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -157,7 +175,8 @@ def create_server(max_message_bytes: int, max_connection_age_seconds: float = 0)
         # join the round robin. In-flight calls get the grace period to finish.
         options += [("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
                     ("grpc.max_connection_age_grace_ms", 30_000)]
-    return grpc.aio.server(interceptors=[ServingInterceptor()], options=options)
+    return grpc.aio.server(interceptors=[ServingInterceptor()], options=options,
+                           maximum_concurrent_rpcs=max_concurrent_rpcs)
 
 
 def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:

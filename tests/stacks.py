@@ -12,7 +12,6 @@ from pathlib import Path
 from digits.stack.local import LocalStack, free_ports
 
 ADMIN_TOKEN = "test-admin-token"
-REGISTRY_KEY = "test-registry-key"
 
 
 @contextlib.contextmanager
@@ -27,7 +26,6 @@ def running_stack(run_dir: Path, **extra_env: str) -> Iterator[LocalStack]:
         "INFERENCE_PORT": str(inference_port),  # replicas take inference_port, inference_port + 1, ...
         "DIGITS_DATA": "sample",
         "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
-        "DIGITS_REGISTRY_KEY": REGISTRY_KEY,
         "DIGITS_MODEL_POLL_SECONDS": "0.5",
         "DIGITS_CACHE_DIR": str(run_dir / "cache"),
         **extra_env,

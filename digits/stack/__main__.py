@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 from digits import healthcheck
+from digits.errors import FailedPrecondition, IntegrityError, NotServable
+from digits.stack import secrets
 from digits.stack.local import REPO, LocalStack
 from digits.stack.supervisor import Supervisor
 
@@ -21,12 +23,15 @@ RUN_DIR = REPO / ".run"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m digits.stack")
-    parser.add_argument("command", choices=["up", "down", "status", "logs", "supervise"])
+    parser.add_argument("command", choices=["up", "down", "status", "logs", "supervise", "secrets"])
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
     parser.add_argument("--lines", type=int, default=30, help="logs: lines per service")
     args = parser.parse_args(argv)
+    if args.command == "secrets":
+        print(secrets.env_file(secrets.generate()), end="")
+        return 0
     if docker_engine_answers() and args.command != "supervise":
-        return compose_mode(args.command)
+        return compose_mode(args.command, args.run_dir)
     stack = LocalStack.from_environment(args.run_dir)
     return {"up": up, "down": down, "status": status, "logs": logs, "supervise": supervise}[args.command](
         stack, args
@@ -42,9 +47,15 @@ def docker_engine_answers() -> bool:
         return False
 
 
-def compose_mode(command: str) -> int:
+def compose_mode(command: str, run_dir: Path) -> int:
     print("Docker engine found: running the stack with Docker Compose (DIGITS_STACK=local to run processes).")
-    compose = ["docker", "compose", "-f", str(REPO / "docker-compose.yml")]
+    env_file = run_dir / "compose.env"
+    if not env_file.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env_file.write_text(secrets.env_file(secrets.generate()))
+        env_file.chmod(0o600)
+        print(f"Made the stack's secrets in {env_file} (the CLI needs its DIGITS_ADMIN_TOKEN).")
+    compose = ["docker", "compose", "-f", str(REPO / "docker-compose.yml"), "--env-file", str(env_file)]
     verbs = {
         "up": ["up", "-d", "--build", "--wait"], "down": ["down"], "status": ["ps"], "logs": ["logs", "--tail", "50"],
     }
@@ -59,15 +70,18 @@ def up(stack: LocalStack, args: argparse.Namespace) -> int:
     else:
         print("The stack is already running; nothing started twice.")
     stack.wait_until_up(timeout=90)
-    if not stack.active_version():
+    why = _why_train_first(stack)
+    if why:
         data = stack.env.get("DIGITS_DATA", "sample")
-        print(f"The registry has no active model: training the production recipe on '{data}' ...")
+        print(f"{why}: training the production recipe on '{data}' ...")
         job = stack.retrain(on_progress=_progress)
         print()
         if job.status != "finished":
             print(f"Training failed: {job.error}", file=sys.stderr)
             return 1
-        print(job.outcome)
+        if not job.outcome.startswith("activated"):
+            stack.activate(job.version, reason=f"make up: {why}")
+        print(job.outcome if job.outcome.startswith("activated") else f"activated {job.version}")
     stack.wait_until_serving(timeout=120)
     sample = write_sample_digit(stack.run_dir)
     print(f"""
@@ -78,6 +92,19 @@ Digits is up (model {stack.active_version()}).
 Try:  .venv/bin/digits predict {sample.relative_to(REPO) if sample.is_relative_to(REPO) else sample}
 Stop: make down""")
     return 0
+
+
+def _why_train_first(stack: LocalStack) -> str:
+    """Why `make up` must train a model before the stack can serve ("" when it need not)."""
+    active = stack.active_version()
+    if not active:
+        return "The registry has no active model"
+    try:
+        stack.registry().check_servable(active)
+    except (IntegrityError, NotServable, FailedPrecondition) as error:
+        # A registry kept in .run/ from an older Digits (HMAC-signed) or another key pair: nothing would serve.
+        return f"The active model {active} cannot serve ({error})"
+    return ""
 
 
 def _progress(job: object) -> None:

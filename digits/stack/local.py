@@ -22,15 +22,18 @@ from urllib.parse import urlsplit
 import grpc
 import redis
 
-from digits import healthcheck
-from digits.settings import DEV_ADMIN_TOKEN, DEV_REGISTRY_KEY
-from digits.stack import compose
+from digits import healthcheck, redis_users
+from digits.registry import Registry
+from digits.settings import DEV_ADMIN_TOKEN
+from digits.signing import SigningKey, Verifier
+from digits.stack import compose, secrets
 from digits.stack.supervisor import ProcessSpec
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 RECOGNIZER = "digits.v1.Recognizer"
 METRICS_OFFSET = 1000
+SECRETS_FILE = "secrets.env"
 # What a process needs from the caller's environment besides what compose gives it.
 _INHERITED = {"PATH", "HOME", "LANG", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
               "OPENBLAS_NUM_THREADS"}
@@ -79,11 +82,16 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def local_env(base: Mapping[str, str]) -> dict[str, str]:
-    """The environment compose is interpolated from; local mode fills the secrets with development values."""
+def local_env(base: Mapping[str, str], run_dir: Path | None = None) -> dict[str, str]:
+    """The environment compose is interpolated from. Local mode is development: the admin token is the
+    development one unless given, and the key pair and Redis passwords are the run directory's own
+    (``digits.stack.secrets``; fresh ones when there is no run directory)."""
     env = dict(base)
-    env.setdefault("DIGITS_REGISTRY_KEY", DEV_REGISTRY_KEY)
-    env.setdefault("DIGITS_ADMIN_TOKEN", DEV_ADMIN_TOKEN)
+    env.setdefault("DIGITS_ENVIRONMENT", "development")
+    env.setdefault(secrets.ADMIN_TOKEN, DEV_ADMIN_TOKEN)
+    kept = secrets.load_or_create(run_dir / SECRETS_FILE) if run_dir else secrets.generate(admin_token=False)
+    for name, value in kept.items():
+        env.setdefault(name, value)
     return env
 
 
@@ -102,7 +110,7 @@ def plan(services: Mapping[str, compose.ServiceSpec], ports: Ports, run_dir: Pat
     """The processes to run, in start order: redis, inference replicas, gateway, trainer."""
     inherited = {k: v for k, v in base_env.items() if k in _INHERITED}
     common = inherited | _passed(base_env)
-    specs = [_redis(services["redis"], ports, run_dir, inherited)]
+    specs = [_redis(services["redis"], ports, run_dir, inherited, secrets.redis_passwords(base_env))]
     for replica, port in enumerate(ports.inference, start=1):
         # Each replica's Prometheus endpoint sits METRICS_OFFSET above its gRPC port.
         env = _network(services["inference"].environment, ports) | {
@@ -114,8 +122,9 @@ def plan(services: Mapping[str, compose.ServiceSpec], ports: Ports, run_dir: Pat
 
 
 def _passed(base_env: Mapping[str, str]) -> dict[str, str]:
-    """DIGITS_* settings given to `make up` reach every service, as compose's env_file would."""
-    return {k: v for k, v in base_env.items() if k.startswith("DIGITS_")}
+    """DIGITS_* settings given to `make up` reach every service, as compose's env_file would; secrets do not:
+    each reaches only the services docker-compose.yml gives it to."""
+    return {k: v for k, v in base_env.items() if k.startswith("DIGITS_") and k not in secrets.SECRET_VARIABLES}
 
 
 def _python(service: compose.ServiceSpec) -> list[str]:
@@ -124,11 +133,15 @@ def _python(service: compose.ServiceSpec) -> list[str]:
     return [sys.executable, *service.command[1:]]
 
 
-def _redis(service: compose.ServiceSpec, ports: Ports, run_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+def _redis(service: compose.ServiceSpec, ports: Ports, run_dir: Path, env: Mapping[str, str],
+           passwords: Mapping[str, str]) -> ProcessSpec:
     data = run_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
+    acl = data / "users.acl"
+    redis_users.write_acl_file(acl, passwords)  # what compose's redis-users service writes, locally
     args = list(service.command[1:])
-    args[args.index("--dir") + 1] = str(data)  # the volume, locally
+    args[args.index("--dir") + 1] = str(data)  # the volumes, locally
+    args[args.index("--aclfile") + 1] = str(acl)
     argv = [redis_server(), *args, "--port", str(ports.redis), "--bind", "127.0.0.1"]
     return ProcessSpec("redis", argv, dict(env))
 
@@ -156,7 +169,7 @@ class LocalStack:
 
     @classmethod
     def from_environment(cls, run_dir: Path, env: Mapping[str, str] | None = None) -> LocalStack:
-        env = local_env(os.environ if env is None else env)
+        env = local_env(os.environ if env is None else env, run_dir)
         replicas = compose.load(env=env)["inference"].replicas
         return cls(run_dir, Ports.from_env(env, replicas), env)
 
@@ -239,8 +252,22 @@ class LocalStack:
                 job = update
         return job
 
-    def redis_client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.ports.redis_url)
+    def activate(self, version: str, reason: str) -> None:
+        """Activate a version through the gateway, as an admin would."""
+        admin = (("authorization", f"Bearer {self.env['DIGITS_ADMIN_TOKEN']}"),)
+        with grpc.insecure_channel(self.ports.gateway) as channel:
+            models_pb2_grpc.ModelsStub(channel).ActivateModel(
+                models_pb2.ActivateModelRequest(version=version, reason=reason), metadata=admin, timeout=30)
+
+    def redis_client(self, user: str = "admin") -> redis.Redis:
+        """A client authenticated as one of the stack's Redis users (the admin by default)."""
+        return redis.Redis.from_url(self.ports.redis_url, username=user,
+                                    password=self.env[secrets.redis_password_variable(user)])
+
+    def registry(self, *, signing: bool = False) -> Registry:
+        """The stack's registry as an admin sees it; it signs like the trainer only when asked to."""
+        key = SigningKey.from_text(self.env[secrets.SIGNING_KEY]) if signing else None
+        return Registry(self.redis_client(), Verifier.from_text(self.env[secrets.PUBLIC_KEYS]), key)
 
 
 def _alive(pid: int) -> bool:

@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 SCHEME = "bearer "
 
 
-def require_scope(context: Context, settings: Settings, scope: str) -> None:
-    """Raise Unauthenticated without a valid token, PermissionDenied when its scopes lack ``scope``.
+def require_scope(context: Context, settings: Settings, scope: str) -> frozenset[str]:
+    """The caller's scopes; Unauthenticated without a valid token, PermissionDenied when they lack ``scope``.
 
     Refusals are logged with the peer and the method, never with the token.
     """
@@ -30,6 +30,7 @@ def require_scope(context: Context, settings: Settings, scope: str) -> None:
     if scope not in scopes:
         _refused(context, f"token without scope {scope!r}")
         raise PermissionDenied(f"this token may not make {scope} calls")
+    return scopes
 
 
 def _scopes_of(presented: str, settings: Settings) -> frozenset[str] | None:

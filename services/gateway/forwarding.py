@@ -15,12 +15,13 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
-from digits.errors import TooLarge
+from digits.errors import Overloaded
 from digits.rpc import Context
 from digits.v1 import recognizer_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
-SHED = Counter("digits_gateway_shed_total", "Recognizer calls refused because too many were in flight.")
+SHED = Counter("digits_gateway_shed_total",
+               "Recognizer calls refused because too many calls or request bytes were in flight.")
 METHODS = ("Predict", "PredictBatch")
 
 _SERVICE_CONFIG = {
@@ -62,14 +63,19 @@ def inference_channel(target: str, max_message_bytes: int) -> grpc.aio.Channel:
 class Forwarder:
     """Forwards raw Recognizer calls; also offers the typed calls that HTTP and the Open Inference Protocol use.
 
-    At most ``max_in_flight`` calls are forwarded at once: past that the gateway answers RESOURCE_EXHAUSTED
-    at once rather than queueing without bound behind a saturated inference.
+    At most ``max_in_flight`` calls and ``max_bytes_in_flight`` request bytes are forwarded at once: past that
+    the gateway refuses at once as overloaded (RESOURCE_EXHAUSTED with a retry hint; HTTP 503) rather than
+    queueing without bound behind a saturated inference. No call waits longer than ``max_timeout``.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, default_timeout: float, max_in_flight: int) -> None:
+    def __init__(self, channel: grpc.aio.Channel, default_timeout: float, max_timeout: float, max_in_flight: int,
+                 max_bytes_in_flight: int) -> None:
         self._default_timeout = default_timeout
+        self._max_timeout = max_timeout
         self._max_in_flight = max_in_flight
+        self._max_bytes = max_bytes_in_flight
         self._in_flight = 0
+        self._bytes = 0
         self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
             name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS
         }
@@ -94,7 +100,7 @@ class Forwarder:
 
         async def forward(request: bytes, context: Context) -> bytes:
             # An upstream error reaches the caller with its own status (digits.rpc maps it).
-            with self._admitted():
+            with self.admitted(len(request)):
                 response: bytes = await call(request, timeout=self._timeout(context.time_remaining()),
                                              wait_for_ready=True)
             return response
@@ -102,31 +108,36 @@ class Forwarder:
         return forward
 
     @contextlib.contextmanager
-    def _admitted(self) -> Iterator[None]:
+    def admitted(self, size: int) -> Iterator[None]:
+        """Hold one call of ``size`` request bytes in flight, or refuse it as overloaded."""
         if self._in_flight >= self._max_in_flight:
             SHED.inc()
-            raise TooLarge(f"the gateway is at its limit of {self._max_in_flight} calls in flight; retry shortly")
+            raise Overloaded(f"the gateway is at its limit of {self._max_in_flight} calls in flight; retry shortly")
+        if self._bytes + size > self._max_bytes:
+            SHED.inc()
+            raise Overloaded(f"the gateway holds {self._bytes:,} bytes of requests, near its limit of "
+                             f"{self._max_bytes:,}; retry shortly")
         self._in_flight += 1
+        self._bytes += size
         try:
             yield
         finally:
             self._in_flight -= 1
+            self._bytes -= size
 
     async def predict(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
-        with self._admitted():
-            response: pb.PredictResponse = await self._predict(
-                request, timeout=self._timeout(timeout), wait_for_ready=True
-            )
+        """A typed Predict; the caller holds its admission (``admitted``) from before it read the request."""
+        response: pb.PredictResponse = await self._predict(request, timeout=self._timeout(timeout),
+                                                           wait_for_ready=True)
         return response
 
     async def predict_batch(
         self, request: pb.PredictBatchRequest, timeout: float | None = None
     ) -> pb.PredictBatchResponse:
-        with self._admitted():
-            response: pb.PredictBatchResponse = await self._predict_batch(
-                request, timeout=self._timeout(timeout), wait_for_ready=True
-            )
+        """A typed PredictBatch; the caller holds its admission."""
+        response: pb.PredictBatchResponse = await self._predict_batch(request, timeout=self._timeout(timeout),
+                                                                      wait_for_ready=True)
         return response
 
     def _timeout(self, remaining: float | None) -> float:
-        return remaining if remaining is not None else self._default_timeout
+        return min(remaining if remaining is not None else self._default_timeout, self._max_timeout)

@@ -13,13 +13,15 @@ import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from digits.errors import DigitsError, InvalidInput, http_status
+from digits.errors import DigitsError, InvalidInput, TooLarge, http_status
 from digits.registry import ModelRecord, Registry
+from digits.rpc import upstream_retry_after
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway import reports
 from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
+from services.gateway.replicas import ReplicaWatch
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(
-    forwarder: Forwarder, registry: Registry, settings: Settings, is_serving: Callable[[], bool]
+    forwarder: Forwarder, registry: Registry, replicas: ReplicaWatch, settings: Settings,
+    is_serving: Callable[[], bool],
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_security_headers, _json_errors])
     app["forwarder"] = forwarder
     app["registry"] = registry
+    app["replicas"] = replicas
+    app["max_body"] = settings.max_message_bytes
     app["is_serving"] = is_serving
     app.router.add_get("/", _index)
     app.router.add_static("/static", STATIC)
@@ -70,9 +75,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         response = await handler(request)
     except DigitsError as error:
-        response = _error(http_status(error.code), str(error))
+        response = _error(http_status(error.code, _retry_after(error)), str(error), _retry_after(error))
     except grpc.aio.AioRpcError as error:
-        response = _error(http_status(error.code()), error.details() or error.code().name)
+        hint = upstream_retry_after(error)
+        response = _error(http_status(error.code(), hint), error.details() or error.code().name, hint)
     except web.HTTPRequestEntityTooLarge as error:
         response = _error(413, f"the request body is too large: {error.text}")
     except web.HTTPException as error:
@@ -84,8 +90,14 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     return response
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, retry_after: str | None = None) -> web.Response:
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _retry_after(error: DigitsError) -> str | None:
+    seconds = getattr(error, "retry_after_seconds", None)
+    return str(seconds) if seconds is not None else None
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -105,7 +117,9 @@ async def _models_page(request: web.Request) -> web.Response:
     registry: Registry = request.app["registry"]
     records = await off_loop(registry.list, 200)
     active = await off_loop(registry.active_version) or ""
-    return web.Response(text=reports.models_page(records, active), content_type="text/html")
+    pinned = await off_loop(registry.pinned)
+    page = reports.models_page(records, active, pinned, request.app["replicas"].snapshot())
+    return web.Response(text=page, content_type="text/html")
 
 
 async def _model_page(request: web.Request) -> web.Response:
@@ -126,8 +140,14 @@ def _chart(draw: Callable[[ModelRecord], bytes]) -> Handler:
 
 
 async def _predict(request: web.Request) -> web.Response:
-    predict_request = await _read_predict_request(request)
-    answer = await request.app["forwarder"].predict(predict_request)
+    forwarder: Forwarder = request.app["forwarder"]
+    declared = request.content_length
+    if declared is not None and declared > request.app["max_body"]:
+        raise TooLarge(f"the request body is {declared:,} bytes; the limit is {request.app['max_body']:,}")
+    # Admitted by the bytes it declares before they are read (a body without a length counts as the largest).
+    with forwarder.admitted(declared or request.app["max_body"]):
+        predict_request = await _read_predict_request(request)
+        answer = await forwarder.predict(predict_request)
     body: dict[str, Any] = {
         "digit": answer.digit,
         "confidence": answer.confidence,
@@ -175,4 +195,7 @@ def _pixels(body: bytes) -> list[float]:
         raise InvalidInput(f"expected {N_PIXELS} pixels (28x28), got {len(pixels)}")
     if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in pixels):
         raise InvalidInput("every pixel must be a number from 0 to 255")
-    return [float(p) for p in pixels]
+    try:
+        return [float(p) for p in pixels]
+    except OverflowError:  # an integer beyond any float: far outside 0..255
+        raise InvalidInput("every pixel must be a number from 0 to 255; one is too large to be a number") from None

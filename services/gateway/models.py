@@ -6,39 +6,42 @@ import json
 import logging
 
 from digits.errors import FailedPrecondition
-from digits.registry import ModelRecord, Registry
+from digits.registry import ModelRecord, Promotion, Registry
 from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import models_pb2 as pb
 from digits.v1 import models_pb2_grpc as pb_grpc
 from services.gateway.auth import require_scope
 from services.gateway.blocking import off_loop
+from services.gateway.replicas import ReplicaStatus, ReplicaWatch
 
 log = logging.getLogger(__name__)
 
 
 class Models(pb_grpc.ModelsServicer):
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(self, registry: Registry, replicas: ReplicaWatch, settings: Settings) -> None:
         self._registry = registry
+        self._replicas = replicas
         self._settings = settings
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
         limit = min(request.limit or 50, 1000)
         records = await off_loop(self._registry.list, limit)
         active = await off_loop(self._registry.active_version) or ""
-        return pb.ListModelsResponse(models=[to_proto(r, active) for r in records], active_version=active)
+        pinned = await off_loop(self._registry.pinned)
+        return pb.ListModelsResponse(models=[to_proto(r, active, pinned) for r in records], active_version=active,
+                                     replicas=[replica_proto(s) for s in self._replicas.snapshot()])
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
         record = await off_loop(self._registry.get, request.version)
         active = await off_loop(self._registry.active_version) or ""
-        model = to_proto(record, active)
+        model = to_proto(record, active, await off_loop(self._registry.pinned))
         model.report_json = json.dumps(record.report)
         return model
 
     async def ActivateModel(self, request: pb.ActivateModelRequest, context: Context) -> pb.Activation:
         require_scope(context, self._settings, "models")
-        # Refuse a blob that would not load before pointing every replica at it.
-        await off_loop(self._registry.verify, request.version)
+        await off_loop(self._registry.check_servable, request.version)
         current = await off_loop(self._registry.active_version)
         why = request.reason or "manual activation"
         if current != request.version and not await off_loop(
@@ -54,8 +57,18 @@ class Models(pb_grpc.ModelsServicer):
         log.info("model rolled back", extra={"from": previous, "to": active})
         return pb.Activation(previous_version=previous, active_version=active)
 
+    async def PinModel(self, request: pb.PinModelRequest, context: Context) -> pb.Model:
+        require_scope(context, self._settings, "models")
+        await off_loop(self._registry.pin, request.version, request.pinned)
+        log.info("model pinned" if request.pinned else "model unpinned", extra={"version": request.version})
+        return await self.GetModel(pb.GetModelRequest(version=request.version), context)
 
-def to_proto(record: ModelRecord, active: str) -> pb.Model:
+    async def ListPromotions(self, request: pb.ListPromotionsRequest, context: Context) -> pb.ListPromotionsResponse:
+        promotions = await off_loop(self._registry.promotions, min(request.limit or 50, 1000))
+        return pb.ListPromotionsResponse(promotions=[promotion_proto(p) for p in promotions])
+
+
+def to_proto(record: ModelRecord, active: str, pinned: set[str]) -> pb.Model:
     return pb.Model(
         version=record.version,
         kind=record.kind,
@@ -75,4 +88,18 @@ def to_proto(record: ModelRecord, active: str) -> pb.Model:
         f1_weighted=float(record.metrics.get("f1_weighted", 0.0)),
         job_id=record.job_id,
         code_version=record.code_version,
+        pinned=record.version in pinned,
+        pruned_at=record.pruned_at,
+        key_id=record.key_id,
+        fitted_on=record.fitted_on,
     )
+
+
+def replica_proto(status: ReplicaStatus) -> pb.Replica:
+    return pb.Replica(id=status.id, version=status.version, sha256=status.sha256, state=status.state,
+                      error=status.error, seen_seconds_ago=round(status.seen_seconds_ago, 1))
+
+
+def promotion_proto(promotion: Promotion) -> pb.Promotion:
+    return pb.Promotion(action=promotion.action, from_version=promotion.from_version,
+                        to_version=promotion.to_version, why=promotion.why, when=promotion.when, job=promotion.job)

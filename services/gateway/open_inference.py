@@ -77,10 +77,11 @@ class OpenInference(pb_grpc.GRPCInferenceServiceServicer):
             if request.model_version != active:
                 raise NotFound(f"version {request.model_version} of digits is not the one being served "
                                f"(active: {active or 'none'}); omit the version to use the active one")
-        items = self._items(request)
-        answer = await self._forwarder.predict_batch(
-            recognizer_pb2.PredictBatchRequest(requests=items), context.time_remaining()
-        )
+        with self._forwarder.admitted(request.ByteSize()):
+            items = self._items(request)
+            answer = await self._forwarder.predict_batch(
+                recognizer_pb2.PredictBatchRequest(requests=items), context.time_remaining()
+            )
         return _response(request, answer)
 
     async def _active(self) -> str | None:

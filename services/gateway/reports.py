@@ -11,13 +11,14 @@ from html import escape
 from typing import Any
 
 from digits.registry import ModelRecord
+from services.gateway.replicas import ReplicaStatus
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:980px;padding:1rem;color:#1b1b1b}
 table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{padding:.35rem .5rem;border-bottom:1px solid #ddd;
 text-align:right}th:first-child,td:first-child{text-align:left}tr.win{background:#eef7ee}tr.active td:first-child{
 font-weight:700}.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:100%;height:auto}
-code{background:#f3f3f3;padding:0 .25rem}a{color:#0645ad}
+code{background:#f3f3f3;padding:0 .25rem}a{color:#0645ad}tr.disagree{background:#fdecea}
 """
 
 COLUMNS = [
@@ -42,10 +43,33 @@ def _cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
     return fmt.format(value) if fmt else escape(str(value))
 
 
-def models_page(records: list[ModelRecord], active: str) -> str:
+def _marks(record: ModelRecord, active: str, pinned: set[str]) -> str:
+    marks = [word for word, on in (("active", record.version == active), ("pinned", record.version in pinned),
+                                   ("pruned", bool(record.pruned_at))) if on]
+    return f" ({', '.join(marks)})" if marks else ""
+
+
+def _replicas_section(replicas: list[ReplicaStatus], active: str) -> str:
+    """Which version each replica serves; a replica that disagrees with the active pointer is called out."""
+    if not replicas:
+        return "<p>No inference replica has reported in the last few seconds.</p>"
+    rows = "".join(
+        f'<tr class="{"" if s.version == active else "disagree"}"><td>{escape(s.id)}</td><td>{escape(s.version or "-")}'
+        f"</td><td>{escape(s.state)}</td><td>{escape(s.error)}</td></tr>"
+        for s in replicas
+    )
+    behind = [s.id for s in replicas if s.version != active]
+    warning = (f"<p><b>{len(behind)} of {len(replicas)} replicas do not serve the active version {escape(active)}"
+               "</b> (see their state).</p>" if behind else
+               f"<p>All {len(replicas)} replicas serve {escape(active)}.</p>")
+    return (f"<h2>Replicas</h2>{warning}<table><tr><th>replica</th><th>serves</th><th>state</th><th>why</th></tr>"
+            f"{rows}</table>")
+
+
+def models_page(records: list[ModelRecord], active: str, pinned: set[str], replicas: list[ReplicaStatus]) -> str:
     rows = "".join(
         f'<tr class="{"active" if r.version == active else ""}"><td><a href="/models/{escape(r.version)}">'
-        f'{escape(r.version)}</a>{" (active)" if r.version == active else ""}</td><td>{escape(r.kind)}</td>'
+        f'{escape(r.version)}</a>{_marks(r, active, pinned)}</td><td>{escape(r.kind)}</td>'
         + "".join(f"<td>{_cell(r.metrics, k, f)}</td>" for k, _, f in COLUMNS[:3])
         + f"<td>{escape(str(r.dataset.get('source', '')))} ({r.dataset.get('size', '?')})</td>"
         f"<td>{escape(r.created_at)}</td></tr>"
@@ -53,7 +77,8 @@ def models_page(records: list[ModelRecord], active: str) -> str:
     )
     head = "".join(f"<th>{escape(label)}</th>" for _, label, _ in COLUMNS[:3])
     body = (f"<h1>Models</h1><p>Active: <b>{escape(active or 'none')}</b>. Figures are on each job's own "
-            f"validation digits.</p><table><tr><th>version</th><th>kind</th>{head}<th>data</th><th>created</th>"
+            f"validation digits.</p>{_replicas_section(replicas, active)}"
+            f"<table><tr><th>version</th><th>kind</th>{head}<th>data</th><th>created</th>"
             f"</tr>{rows}</table><p><a href='/'>Draw a digit</a></p>")
     return _page("Digits: models", body)
 

@@ -8,12 +8,12 @@ import logging
 import ssl
 
 import grpc
-import redis
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from digits import logs, rpc
 from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
+from digits.redis_connection import connect, connect_async
 from digits.registry import Registry
 from digits.settings import Settings, get_settings
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
@@ -21,6 +21,7 @@ from services.gateway import forwarding, open_inference
 from services.gateway.http import create_app
 from services.gateway.models import Models
 from services.gateway.open_inference import OpenInference
+from services.gateway.replicas import ReplicaWatch
 from services.gateway.training import Training
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 TRAINING = training_pb2.DESCRIPTOR.services_by_name["Training"].full_name
 OIP = open_inference.SERVICE
 HEALTH_POLL_SECONDS = 1.0
+CONTROL_CALLS = 64  # Models, Training and health calls held at once, besides Recognizer calls
 
 
 class InferenceHealth:
@@ -75,16 +77,21 @@ def _package_version() -> str:
 async def main() -> None:
     settings = get_settings()
     logs.configure("gateway", settings.log_level)
-    settings.warn_if_insecure()
-    registry = Registry.from_url(settings.redis_url, settings.registry_key.get_secret_value(), timeout=2.0)
-    connection = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    settings.check_secrets("gateway")
+    registry = Registry.from_settings(settings, timeout=2.0)
+    connection = connect(settings, timeout=2.0)
 
     channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
-    forwarder = forwarding.Forwarder(channel, settings.inference_timeout_seconds, settings.gateway_max_in_flight)
-    server = rpc.create_server(settings.max_message_bytes)
+    forwarder = forwarding.Forwarder(channel, settings.inference_timeout_seconds, settings.max_deadline_seconds,
+                                     settings.gateway_max_in_flight, settings.gateway_max_bytes_in_flight)
+    # gRPC refuses calls beyond these before reading their bytes: Recognizer calls past the forwarder's limit
+    # (which it sheds with a retry hint) plus room for Models, Training and health.
+    server = rpc.create_server(settings.max_message_bytes,
+                               max_concurrent_rpcs=2 * settings.gateway_max_in_flight + CONTROL_CALLS)
     health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING, OIP])
     server.add_generic_rpc_handlers([forwarder.handler()])
-    models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, settings), server)
+    replicas = ReplicaWatch(connect_async(settings), settings.replica_report_seconds)
+    models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, replicas, settings), server)
     training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
     inference_health = InferenceHealth(channel, health_servicer)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -102,8 +109,9 @@ async def main() -> None:
         server.add_insecure_port(grpc_address)
     await server.start()
 
-    watching = asyncio.create_task(inference_health.run())
-    runner = web.AppRunner(create_app(forwarder, registry, settings, lambda: inference_health.serving), access_log=None)
+    background = [asyncio.create_task(inference_health.run()), asyncio.create_task(replicas.run())]
+    app = create_app(forwarder, registry, replicas, settings, lambda: inference_health.serving)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     ssl_context = None
     if tls:
@@ -115,8 +123,9 @@ async def main() -> None:
 
     await rpc.serve_until_signalled(server, health_servicer, settings.shutdown_grace_seconds,
                                     settings.shutdown_notice_seconds)
-    watching.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watching
+    for task in background:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await runner.cleanup()
     await channel.close()

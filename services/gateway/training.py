@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 from redis import Redis
-from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
@@ -33,16 +32,18 @@ WATCH_POLL_SECONDS = 0.25
 class Training(pb_grpc.TrainingServicer):
     def __init__(self, connection: Redis, settings: Settings) -> None:
         self._redis = connection
-        self._queue = Queue(jobs.QUEUE, connection=connection)
+        self._queue = jobs.queue(connection)
         self._settings = settings
 
     async def Retrain(self, request: pb.RetrainRequest, context: Context) -> pb.Job:
-        require_scope(context, self._settings, "training")
+        scopes = require_scope(context, self._settings, "training")
         spec = jobs.RetrainSpec(
             data=request.data, seed=request.seed, validation_fraction=request.validation_fraction or 0.2,
             no_activate=request.no_activate, limit=request.limit, candidates=tuple(request.candidates),
             params=_params(request.params_json), top_n=request.top_n, min_gain=request.min_gain,
             parallel=request.parallel,
+            # Only a token that may change the active model starts jobs that may change it.
+            may_activate="models" in scopes,
         )
         timeout = request.timeout_seconds or self._settings.job_timeout_seconds
         enqueue = self._enqueue_fan_out if spec.parallel else self._enqueue
@@ -82,7 +83,7 @@ class Training(pb_grpc.TrainingServicer):
     def _enqueue(self, spec: jobs.RetrainSpec, timeout: int) -> Job:
         job = self._queue.enqueue(
             jobs.RETRAIN_FUNCTION, spec.to_dict(), job_timeout=timeout,
-            result_ttl=30 * 24 * 3600, failure_ttl=30 * 24 * 3600, description="retrain",
+            result_ttl=jobs.RESULT_TTL_SECONDS, failure_ttl=jobs.RESULT_TTL_SECONDS, description="retrain",
         )
         self._redis.zadd(jobs.JOBS_KEY, {job.id: time.time()})
         return job
@@ -94,13 +95,14 @@ class Training(pb_grpc.TrainingServicer):
         fits = [
             self._queue.enqueue(jobs.FIT_CANDIDATE_FUNCTION, spec.to_dict(), name, group,
                                 job_id=jobs.candidate_job_id(group, name), job_timeout=timeout,
-                                result_ttl=24 * 3600, failure_ttl=24 * 3600, description=f"fit {name}")
+                                result_ttl=jobs.PART_TTL_SECONDS, failure_ttl=jobs.PART_TTL_SECONDS,
+                                description=f"fit {name}")
             for name in bases
         ]
         fan_in = self._queue.enqueue(
             jobs.FAN_IN_FUNCTION, spec.to_dict(), group, job_id=group, job_timeout=timeout,
-            depends_on=Dependency(jobs=fits, allow_failure=True), result_ttl=30 * 24 * 3600,
-            failure_ttl=30 * 24 * 3600, description="retrain (fan-in)",
+            depends_on=Dependency(jobs=fits, allow_failure=True), result_ttl=jobs.RESULT_TTL_SECONDS,
+            failure_ttl=jobs.RESULT_TTL_SECONDS, description="retrain (fan-in)",
             meta={"stage": f"waiting for {len(fits)} candidate jobs", "candidate_jobs": [f.id for f in fits]},
         )
         self._redis.zadd(jobs.JOBS_KEY, {fan_in.id: time.time()})
@@ -108,7 +110,7 @@ class Training(pb_grpc.TrainingServicer):
 
     def _fetch(self, job_id: str) -> Job:
         try:
-            return Job.fetch(job_id, connection=self._redis)
+            return jobs.fetch(job_id, self._redis)
         except NoSuchJobError:
             raise NotFound(f"no job {job_id!r}") from None
 
@@ -118,13 +120,14 @@ class Training(pb_grpc.TrainingServicer):
 
     def _fail_abandoned(self) -> None:
         """Jobs whose worker died (its heartbeat expired) move to failed now, not at the next worker's cleanup."""
-        StartedJobRegistry(jobs.QUEUE, connection=self._redis).cleanup()
+        StartedJobRegistry(jobs.QUEUE, connection=self._redis, job_class=jobs.TrustedJob,
+                           serializer=jobs.SERIALIZER).cleanup()
 
     def _recent(self, limit: int) -> list[jobs.JobView]:
         self._fail_abandoned()
         newest = self._redis.zrevrange(jobs.JOBS_KEY, 0, limit - 1)
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in newest]
-        return [jobs.view(job) for job in Job.fetch_many(ids, connection=self._redis) if job is not None]
+        return [jobs.view(job) for job in jobs.fetch_many(ids, self._redis)]
 
     def _cancel(self, job_id: str) -> None:
         job = self._fetch(job_id)
@@ -134,7 +137,7 @@ class Training(pb_grpc.TrainingServicer):
     def _cancel_one(self, job: Job) -> None:
         status = job.get_status()
         if status == JobStatus.STARTED:
-            send_stop_job_command(self._redis, job.id)
+            send_stop_job_command(self._redis, job.id, serializer=jobs.SERIALIZER)
         elif status not in jobs.TERMINAL:
             job.cancel()
 

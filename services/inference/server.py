@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import socket
 
 import numpy as np
 import numpy.typing as npt
 import prometheus_client
 from threadpoolctl import threadpool_limits
 
-from digits import imaging, logs, rpc
+from digits import logs, rpc
 from digits.errors import InvalidInput, TooLarge
+from digits.redis_connection import connect_async
 from digits.registry import Registry
 from digits.rpc import Context
 from digits.settings import Settings, get_settings
@@ -20,24 +21,27 @@ from digits.v1 import recognizer_pb2 as pb
 from digits.v1 import recognizer_pb2_grpc as pb_grpc
 from services.inference.active_model import Loaded, ModelFollower
 from services.inference.batching import MicroBatcher
+from services.inference.decoding import Decoder
 
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+# Calls a replica holds at once (each up to one message of DIGITS_MAX_IMAGE_BYTES): beyond, gRPC refuses them
+# before reading their bytes. Replicas are reached only through gateways, which bound their own bytes in flight.
+MAX_CONCURRENT_CALLS = 256
 
 
 class Recognizer(pb_grpc.RecognizerServicer):
-    def __init__(self, follower: ModelFollower, batcher: MicroBatcher, settings: Settings) -> None:
+    def __init__(self, follower: ModelFollower, batcher: MicroBatcher, decoder: Decoder, settings: Settings) -> None:
         self._follower = follower
         self._batcher = batcher
+        self._decoder = decoder
         self._settings = settings
-        # Decoding releases the GIL in Pillow's C code, so a small pool keeps it off the event loop.
-        self._decoders = ThreadPoolExecutor(2, thread_name_prefix="decode")
 
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
         loaded = self._follower.require()
         with self._batcher.arriving():
-            row = await self._read(request)
+            (row,) = await self._decoder.rows([request], batch=False)
         labels, probabilities = await self._batcher.predict(loaded, row[np.newaxis])
         return _answer(loaded, int(labels[0]), probabilities[0], row if request.return_model_input else None)
 
@@ -51,34 +55,13 @@ class Recognizer(pb_grpc.RecognizerServicer):
             raise TooLarge(f"the batch has {len(items)} items; the limit is {self._settings.max_batch_items}")
         loaded = self._follower.require()
         with self._batcher.arriving():
-            rows = await asyncio.gather(*(self._read(item, index) for index, item in enumerate(items)))
+            rows = await self._decoder.rows(items, batch=True)
         labels, probabilities = await self._batcher.predict(loaded, np.stack(rows))
         return pb.PredictBatchResponse(
             responses=[
                 _answer(loaded, int(label), probs, row if item.return_model_input else None)
                 for item, label, probs, row in zip(items, labels, probabilities, rows, strict=True)
             ]
-        )
-
-    async def _read(self, request: pb.PredictRequest, index: int | None = None) -> npt.NDArray[np.float32]:
-        """The 784 pixels the model reads for one request; errors name the batch item."""
-        try:
-            which = request.WhichOneof("input")
-            if which == "image":
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._decoders, self._read_image, request.image
-                )
-            if which == "pixels":
-                return imaging.pixels_to_image(request.pixels.values)
-            raise InvalidInput("the request has no input: set `image` (encoded image bytes) or `pixels` (784 values)")
-        except (InvalidInput, TooLarge) as error:
-            if index is None:
-                raise
-            raise type(error)(f"item {index}: {error}") from error
-
-    def _read_image(self, data: bytes) -> npt.NDArray[np.float32]:
-        return imaging.read_image(
-            data, max_bytes=self._settings.max_image_bytes, max_pixels=self._settings.max_image_pixels
         )
 
 
@@ -99,11 +82,12 @@ def _answer(
 async def main() -> None:
     settings = get_settings()
     logs.configure("inference", settings.log_level)
-    settings.warn_if_insecure()
+    settings.check_secrets("inference")
     threadpool_limits(settings.blas_threads)  # process-wide, before any model is loaded
-    registry = Registry.from_url(settings.redis_url, settings.registry_key.get_secret_value())
+    registry = Registry.from_settings(settings)
 
-    server = rpc.create_server(settings.max_message_bytes, settings.max_connection_age_seconds)
+    server = rpc.create_server(settings.max_message_bytes, settings.max_connection_age_seconds,
+                               max_concurrent_rpcs=MAX_CONCURRENT_CALLS)
     health = rpc.add_health_and_reflection(server, [SERVICE])
     # The process is alive at once (liveness: ""); it is ready for Recognizer calls once a model is loaded.
     await rpc.set_serving(health, [""], True)
@@ -112,18 +96,24 @@ async def main() -> None:
     async def on_swap(loaded: Loaded) -> None:
         await rpc.set_serving(health, [SERVICE], True)
 
-    follower = ModelFollower(registry, settings.redis_url, settings.model_poll_seconds, on_swap)
+    replica = f"{socket.gethostname()}:{settings.inference_port}"
+    follower = ModelFollower(registry, connect_async(settings), replica, settings.model_poll_seconds,
+                             settings.replica_report_seconds, on_swap)
     batcher = MicroBatcher(settings.batch_max_size, settings.batch_max_wait_ms / 1000.0)
-    pb_grpc.add_RecognizerServicer_to_server(Recognizer(follower, batcher, settings), server)
+    decoder = Decoder(settings)
+    pb_grpc.add_RecognizerServicer_to_server(Recognizer(follower, batcher, decoder, settings), server)
     address = f"{settings.bind_host}:{settings.inference_port}"
     server.add_insecure_port(address)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.bind_host)
     await server.start()
-    log.info("inference listening", extra={"address": address, "metrics_port": settings.metrics_port})
+    log.info("inference listening", extra={"address": address, "metrics_port": settings.metrics_port,
+                                           "replica": replica})
 
     following = asyncio.create_task(follower.run())
     await rpc.serve_until_signalled(server, health, settings.shutdown_grace_seconds,
                                     settings.shutdown_notice_seconds)
     following.cancel()
+    await follower.say_goodbye()
     await batcher.close()
+    decoder.close()

@@ -24,7 +24,7 @@ from digits.model import DigitModel, ServedModel
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str], None]
+Starting = Callable[[int, Candidate], None]  # (1-based index, candidate): called before each fit
 
 
 @dataclass
@@ -96,11 +96,11 @@ def winner(fitted: Sequence[Fitted]) -> Fitted | None:
     return max(ok, key=lambda f: (f.metrics["accuracy"], f.metrics["f1_weighted"], -f.metrics["serialized_bytes"]))
 
 
-def compare(candidates: Sequence[Candidate], split: Split, seed: int, report: Report) -> list[Fitted]:
+def compare(candidates: Sequence[Candidate], split: Split, seed: int, starting: Starting) -> list[Fitted]:
     """Fit every candidate in order (bases first); a failing candidate is recorded and skipped."""
     fitted: list[Fitted] = []
     for index, candidate in enumerate(candidates, start=1):
-        report(f"fitting {candidate.name} ({index}/{len(candidates)})")
+        starting(index, candidate)
         bases = [f for f in fitted if f.candidate.kind == "base"]
         fitted.append(attempt(candidate, partial(fit_one, candidate, bases, split, seed)))
     return fitted

@@ -26,7 +26,7 @@ TRAINING_TOKEN = "test-training-token"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One stack for the whole fault suite: every case leaves it recovered for the next."""
     with running_stack(tmp_path_factory.mktemp("faults"), DIGITS_SHUTDOWN_GRACE_SECONDS="5",
-                       DIGITS_TRAINING_TOKEN=TRAINING_TOKEN) as local:
+                       DIGITS_TRAINING_TOKEN=TRAINING_TOKEN, DIGITS_REGISTRY_KEEP="3") as local:
         yield local
 
 
@@ -37,24 +37,40 @@ def models(stack: LocalStack) -> Iterator[models_pb2_grpc.ModelsStub]:
 
 
 @contextlib.contextmanager
+def extra_process(stack: LocalStack, name: str, log_name: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """One more process of the stack's service ``name``, with ``env`` on top of its environment."""
+    spec = next(p for p in stack.processes() if p.name == name)
+    log = (stack.run_dir / "logs" / f"{log_name}.log").open("ab")
+    process = subprocess.Popen(list(spec.argv), env={**spec.env, **env}, cwd=REPO, stdout=log, stderr=log)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+@contextlib.contextmanager
 def extra_gateway(stack: LocalStack, **env: str) -> Iterator[tuple[int, int]]:
     """A second gateway on free ports in front of the same stack, configured differently; yields its ports."""
     grpc_port, http_port = free_ports(2)
-    spec = next(p for p in stack.processes() if p.name == "gateway")
-    environment = {**spec.env, "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_HTTP_PORT": str(http_port), **env}
-    log = (stack.run_dir / "logs" / f"gateway-extra-{grpc_port}.log").open("ab")
-    process = subprocess.Popen(list(spec.argv), env=environment, cwd=REPO, stdout=log, stderr=log)
-    try:
+    ports = {"GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_HTTP_PORT": str(http_port)}
+    with extra_process(stack, "gateway", f"gateway-extra-{grpc_port}", **ports, **env) as process:
         deadline = time.monotonic() + 30
         while not _listening(http_port):
             assert process.poll() is None, "the extra gateway exited"
             assert time.monotonic() < deadline, "the extra gateway did not start"
             time.sleep(0.1)
         yield grpc_port, http_port
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+
+
+@contextlib.contextmanager
+def extra_replica(stack: LocalStack, **env: str) -> Iterator[int]:
+    """One more inference replica of the same stack, started now, on a free port; yields its port."""
+    port, metrics_port = free_ports(2)
+    ports = {"INFERENCE_PORT": str(port), "DIGITS_METRICS_PORT": str(metrics_port)}
+    with extra_process(stack, "inference-1", f"inference-extra-{port}", **ports, **env):
+        yield port
 
 
 def _listening(port: int) -> bool:

@@ -14,7 +14,7 @@ from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
-from tests.stacks import REGISTRY_KEY, children, running_process_groups
+from tests.stacks import children, running_process_groups
 
 OUTAGE_SECONDS = 30
 
@@ -24,7 +24,7 @@ def snapshot(registry: Registry) -> tuple[list[tuple[str, str]], str | None]:
 
 
 def test_redis_outage(stack: LocalStack, models: models_pb2_grpc.ModelsStub) -> None:
-    registry = Registry(stack.redis_client(), REGISTRY_KEY)
+    registry = stack.registry()
     before = snapshot(registry)
     redis_pid = running_process_groups(stack.run_dir)["redis"]
     with grpc.insecure_channel(stack.ports.gateway) as channel:
@@ -71,7 +71,7 @@ def test_redis_outage(stack: LocalStack, models: models_pb2_grpc.ModelsStub) -> 
     while running_process_groups(stack.run_dir).get("redis") in (None, redis_pid):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    restarted = Registry(stack.redis_client(), REGISTRY_KEY)
+    restarted = stack.registry()
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -98,7 +98,7 @@ def wait_for_end(training: training_pb2_grpc.TrainingStub, job_id: str, timeout:
 
 
 def test_worker_loss(stack: LocalStack) -> None:
-    registry = Registry(stack.redis_client(), REGISTRY_KEY)
+    registry = stack.registry()
     before = snapshot(registry)
     with grpc.insecure_channel(stack.ports.gateway) as channel:
         training = training_pb2_grpc.TrainingStub(channel)

@@ -14,15 +14,15 @@ import urllib.request
 
 import grpc
 import pytest
-import redis
 
 from digits.healthcheck import is_serving
-from digits.registry import Registry, blob_key
+from digits.registry import Registry, blob_key, serialize
+from digits.signing import SigningKey, Verifier
 from digits.stack.local import METRICS_OFFSET, LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
-from tests.stacks import REGISTRY_KEY, running_process_groups
+from tests.stacks import running_process_groups
 
 RECOGNIZER = "digits.v1.Recognizer"
 SWAP_LAG_SECONDS = 2.0  # pub/sub + fetch + verify + warm of the sample model, with margin
@@ -135,7 +135,7 @@ def test_racing_promotions_have_one_winner(stack: LocalStack, models: models_pb2
         t.join()
     winners = [v for v, code in outcomes.items() if code == grpc.StatusCode.OK]
     print(f"[racing promotions] outcomes {({v: c.name for v, c in outcomes.items()})}")
-    registry = Registry(stack.redis_client(), REGISTRY_KEY)
+    registry = stack.registry()
     assert registry.active_version() == registry.promotions(1)[0].to_version
     # Both may succeed one after the other (the second then replaces the first): never interleaved.
     assert winners and registry.active_version() in winners
@@ -157,13 +157,15 @@ def test_corrupt_or_forged_models_are_never_served(
     if damage == "truncated":
         client.set(blob_key(forged), blob[: len(blob) // 2])
     elif damage == "bad signature":
-        client.hset(f"digits:model:{forged}", "signature", "0" * 64)
+        client.hset(f"digits:model:{forged}", "signature", "A" * 88)
     else:
-        forger = Registry(redis.Redis(port=stack.ports.redis), "a-key-that-is-not-ours")
-        record = forger.register({"not": "a model"}, kind="svc", params={}, metrics={}, dataset={})
+        # Whoever can write to Redis, signing with a key of their own: no service trusts it.
+        forger = Registry(client, Verifier([]), SigningKey.generate())
+        record = forger.register(serialize({"not": "a model"}), kind="svc", params={}, metrics={}, dataset={},
+                                 split={}, fitted_on="split", served_check={"passed": True})
         forged = record.version
     failures_before = sum(load_failures(port) for port in stack.ports.inference)
-    registry = Registry(client, REGISTRY_KEY)
+    registry = stack.registry()
     with Load(stack.ports.gateway, clients=8) as load:
         assert registry.activate(forged, expected=serving, why="forged by the fault test")
         time.sleep(SWAP_LAG_SECONDS)

@@ -75,7 +75,9 @@ HTTP_CASES = [
      400, "JSON"),
     ("wrong type", {"data": b"hello", "headers": {"Content-Type": "text/plain"}}, 400, "Content-Type"),
     ("not an image", {"data": b"GIF89a garbage", "headers": {"Content-Type": "image/gif"}}, 400, "image"),
-    ("too large", {"data": bytes(20_000_000), "headers": {"Content-Type": "image/png"}}, 413, "large"),
+    ("too large", {"data": bytes(20_000_000), "headers": {"Content-Type": "image/png"}}, 413, "limit"),
+    ("integer beyond any float", {"data": b'{"pixels": [' + b", ".join([b"1" + b"0" * 400] * 784) + b"]}",
+                                  "headers": {"Content-Type": "application/json"}}, 400, "number"),
 ]
 
 

@@ -112,6 +112,15 @@ def test_cli_predict_json(stack: LocalStack, tmp_path: Path) -> None:
     assert sum(r["digit"] == int(y) for r, y in zip(rows, labels, strict=True)) >= 2
 
 
+def test_cli_stops_quietly_when_its_reader_goes_away(stack: LocalStack) -> None:
+    """`digits models | head -1`: the reader closes the pipe early, and the CLI ends without a traceback."""
+    command = f"{sys.executable} -m digits.cli --gateway {stack.ports.gateway} models | true"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.returncode in (0, 141)  # 141: ended by the closed pipe, as any Unix tool is
+
+
 def test_health_and_metrics_over_http(stack: LocalStack) -> None:
     async def get(path: str) -> tuple[int, str]:
         url = f"http://127.0.0.1:{stack.ports.gateway_http}{path}"

@@ -47,6 +47,33 @@ def test_kubernetes_runs_the_compose_commands_and_probes_the_health_contract() -
     assert inference["readinessProbe"]["grpc"]["service"] == "digits.v1.Recognizer"
     kinds = {(d["kind"], d["metadata"]["name"]) for d in documents()}  # type: ignore[index]
     assert {("HorizontalPodAutoscaler", "inference"), ("PodDisruptionBudget", "inference"),
-            ("StatefulSet", "redis"), ("Secret", "digits-secrets")} <= kinds
+            ("StatefulSet", "redis"), ("NetworkPolicy", "redis")} <= kinds
     headless = next(d for d in documents() if d["kind"] == "Service" and d["metadata"]["name"] == "inference")  # type: ignore[index]
     assert headless["spec"]["clusterIP"] == "None"  # type: ignore[index]
+
+
+def test_secrets_are_generated_never_shipped_and_each_pod_gets_only_its_own() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["secretGenerator"][0]["envs"] == ["secrets.env"]
+    assert not any(d["kind"] == "Secret" for d in documents())
+    expected = {
+        "inference": {"DIGITS_REGISTRY_PUBLIC_KEYS", "DIGITS_REDIS_INFERENCE_PASSWORD"},
+        "gateway": {"DIGITS_REGISTRY_PUBLIC_KEYS", "DIGITS_REDIS_GATEWAY_PASSWORD", "DIGITS_ADMIN_TOKEN",
+                    "DIGITS_TRAINING_TOKEN"},
+        "trainer": {"DIGITS_REGISTRY_PUBLIC_KEYS", "DIGITS_REDIS_TRAINER_PASSWORD", "DIGITS_REGISTRY_SIGNING_KEY"},
+    }
+    for deployment in (d for d in documents() if d["kind"] == "Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+        assert not any("secretRef" in source for source in container.get("envFrom", []))
+        keys = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
+        assert keys == expected[deployment["metadata"]["name"]]  # type: ignore[index]
+
+
+def test_only_digits_pods_reach_redis_and_redis_enforces_its_users() -> None:
+    policy = next(d for d in documents() if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}  # type: ignore[index]
+    sources = policy["spec"]["ingress"][0]["from"]  # type: ignore[index]
+    assert sources == [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "digits"}}}]
+    redis = next(d for d in documents() if d["kind"] == "StatefulSet")
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index]
+    assert "--aclfile" in args and args[args.index("--maxmemory-policy") + 1] == "noeviction"

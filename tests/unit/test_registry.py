@@ -1,4 +1,4 @@
-"""The registry against a real Redis: versions, signatures, compare-and-set activation, the log."""
+"""The registry against a real Redis: versions, signatures, compare-and-set activation, the log, retention."""
 
 from __future__ import annotations
 
@@ -7,21 +7,24 @@ import threading
 import pytest
 import redis
 
-from digits.errors import FailedPrecondition, IntegrityError, NotFound
-from digits.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key
+from digits.errors import FailedPrecondition, IntegrityError, NotFound, NotServable
+from digits.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key, serialize
+from digits.signing import SigningKey, Verifier
 
-KEY = "unit-test-key"
+KEY = SigningKey.generate()
+CHECKED = {"passed": True, "class": "test", "rows": 0}
 
 
 @pytest.fixture
 def registry(redis_client: redis.Redis) -> Registry:
-    return Registry(redis_client, KEY)
+    return Registry(redis_client, Verifier([KEY.public]), KEY)
 
 
-def register(registry: Registry, payload: object = "model") -> str:
+def register(registry: Registry, payload: object = "model", served_check: dict[str, object] = CHECKED) -> str:
     record = registry.register(
-        {"payload": payload}, kind="svc", params={"C": 10}, metrics={"accuracy": 0.9},
-        dataset={"source": "sample", "size": 5000, "digest": "abc"}, job_id="job-1", report={"gate": "why"},
+        serialize({"payload": payload}), kind="svc", params={"C": 10}, metrics={"accuracy": 0.9},
+        dataset={"source": "sample", "size": 5000, "digest": "abc"}, split={"seed": 0}, fitted_on="split",
+        served_check=served_check, job_id="job-1", report={"gate": "why"},
     )
     return record.version
 
@@ -32,6 +35,7 @@ def test_register_assigns_versions_and_stores_metadata(registry: Registry) -> No
     record = registry.get("v2")
     assert record.kind == "svc" and record.params == {"C": 10} and record.metrics == {"accuracy": 0.9}
     assert record.dataset["size"] == 5000 and record.job_id == "job-1" and record.report == {"gate": "why"}
+    assert record.split == {"seed": 0} and record.fitted_on == "split" and record.key_id == KEY.key_id
     assert len(record.sha256) == 64 and record.blob_size > 0
     assert [r.version for r in registry.list()] == ["v2", "v1"]
     assert registry.active_version() is None
@@ -63,9 +67,9 @@ def test_damaged_blobs_are_never_unpickled(registry: Registry, redis_client: red
         redis_client.set(blob_key(version), bytes(blob[:-10]))
     elif damage == "missing":
         redis_client.delete(blob_key(version))
-    registry_with_other_key = Registry(redis_client, "another-key") if damage == "other-key" else registry
+    trusting_another_key = Registry(redis_client, Verifier([SigningKey.generate().public]))
     with pytest.raises(IntegrityError):
-        registry_with_other_key.load(version)
+        (trusting_another_key if damage == "other-key" else registry).load(version)
 
 
 def test_forged_blob_with_matching_digest_is_refused(registry: Registry, redis_client: redis.Redis) -> None:
@@ -81,6 +85,39 @@ def test_forged_blob_with_matching_digest_is_refused(registry: Registry, redis_c
                                                    "blob_size": len(forged)})
     with pytest.raises(IntegrityError, match="signature"):
         registry.load(version)
+
+
+def test_the_signature_covers_the_record_not_only_the_blob(registry: Registry, redis_client: redis.Redis) -> None:
+    """Claiming better figures, or another version's name, breaks the signature as surely as a new blob."""
+    version = register(registry)
+    redis_client.hset(model_key(version), "metrics", '{"accuracy": 0.9999}')
+    with pytest.raises(IntegrityError, match="signature"):
+        registry.verify(version)
+
+
+def test_keys_rotate_without_orphaning_old_versions(redis_client: redis.Redis) -> None:
+    old, new = SigningKey.generate(), SigningKey.generate()
+    before = Registry(redis_client, Verifier([old.public]), old)
+    kept = register(before)
+    after = Registry(redis_client, Verifier([old.public, new.public]), new)
+    fresh = register(after)
+    assert {after.load(v)[0].key_id for v in (kept, fresh)} == {old.key_id, new.key_id}
+    with pytest.raises(IntegrityError, match="does not trust"):
+        Registry(redis_client, Verifier([new.public])).load(kept)
+
+
+def test_only_a_signing_registry_registers(redis_client: redis.Redis) -> None:
+    verifying_only = Registry(redis_client, Verifier([KEY.public]))
+    with pytest.raises(FailedPrecondition, match="signing key"):
+        register(verifying_only)
+
+
+def test_activation_needs_a_served_check_and_a_blob(registry: Registry) -> None:
+    unchecked = register(registry, served_check={})
+    with pytest.raises(NotServable):
+        registry.check_servable(unchecked)
+    checked = register(registry)
+    assert registry.check_servable(checked).version == checked
 
 
 def test_activation_is_compare_and_set(registry: Registry, redis_client: redis.Redis) -> None:
@@ -135,13 +172,40 @@ def test_rollback_walks_back_through_activations(registry: Registry) -> None:
     assert registry.promotions(1)[0].action == "rollback"
 
 
-def test_a_failed_registration_leaves_nothing(registry: Registry, redis_client: redis.Redis) -> None:
-    class Unpicklable:
-        def __reduce__(self) -> str:
-            raise TypeError("cannot pickle this")
+def test_rollback_refuses_a_target_that_cannot_serve(registry: Registry, redis_client: redis.Redis) -> None:
+    v1, v2 = register(registry), register(registry)
+    registry.activate(v1, expected=None, why="a")
+    registry.activate(v2, expected=v1, why="b")
+    redis_client.hset(model_key(v1), "kind", "tampered")
+    with pytest.raises(IntegrityError):
+        registry.rollback(why="to a tampered version")
+    assert registry.active_version() == v2
 
-    with pytest.raises(TypeError):
-        registry.register(Unpicklable(), kind="x", params={}, metrics={}, dataset={})
+
+def test_retention_keeps_active_pinned_newest_and_rollback_targets(registry: Registry,
+                                                                   redis_client: redis.Redis) -> None:
+    versions = [register(registry) for _ in range(8)]  # v1 .. v8
+    registry.activate("v2", expected=None, why="a")
+    registry.activate("v3", expected="v2", why="b")  # v2 is now a rollback target
+    registry.pin("v1", True)
+    pruned = registry.prune(keep=2)
+    assert pruned == ["v4", "v5", "v6"]  # kept: v1 pinned, v2 rollback target, v3 active, v7 v8 newest
+    for version in versions:
+        assert bool(redis_client.exists(blob_key(version))) == (version not in pruned)
+        assert bool(registry.get(version).pruned_at) == (version in pruned)
+    with pytest.raises(FailedPrecondition, match="pruned"):
+        registry.activate("v4", expected="v3", why="gone")
+    with pytest.raises(FailedPrecondition, match="pruned"):
+        registry.verify("v5")
+    registry.pin("v1", False)
+    assert registry.prune(keep=2) == ["v1"]
+    assert registry.prune(keep=2) == []
+
+
+def test_a_failed_registration_leaves_nothing(registry: Registry, redis_client: redis.Redis) -> None:
+    with pytest.raises(TypeError):  # figures that cannot be stored
+        registry.register(serialize("model"), kind="x", params={}, metrics={"when": object()}, dataset={},
+                          split={}, fitted_on="split", served_check=CHECKED)
     assert redis_client.zcard(MODELS_KEY) == 0
     assert not redis_client.keys("digits:model:v*")
     assert redis_client.get(ACTIVE_KEY) is None

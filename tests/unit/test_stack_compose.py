@@ -10,6 +10,7 @@ import pytest
 
 from digits.stack import compose
 from digits.stack.local import Ports, local_env, plan
+from digits.stack.secrets import SECRET_VARIABLES
 
 REPO = Path(__file__).resolve().parents[2]
 NETWORK = {"REDIS_URL", "INFERENCE_TARGET", "INFERENCE_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_HTTP_PORT",
@@ -37,9 +38,8 @@ def test_local_mode_runs_every_compose_service_with_its_command_and_environment(
     for name, process in processes.items():
         service = services[name.split("-")[0]]
         if name == "redis":
-            assert process.argv[1:len(service.command)] == [
-                str(tmp_path / "redis") if arg == "/data" else arg for arg in service.command[1:]
-            ]
+            volumes = {"/data": str(tmp_path / "redis"), "/acl/users.acl": str(tmp_path / "redis" / "users.acl")}
+            assert process.argv[1:len(service.command)] == [volumes.get(arg, arg) for arg in service.command[1:]]
             continue
         assert list(process.argv) == [sys.executable, *service.command[1:]]
         for key, value in service.environment.items():
@@ -51,8 +51,22 @@ def test_local_mode_runs_every_compose_service_with_its_command_and_environment(
 
 
 def test_compose_requires_real_secrets_outside_local_mode() -> None:
-    with pytest.raises(compose.ComposeError, match="DIGITS_REGISTRY_KEY"):
+    with pytest.raises(compose.ComposeError, match=r"digits\.stack secrets"):
         compose.load(env={})
+
+
+def test_each_service_gets_only_its_own_secrets(tmp_path: Path) -> None:
+    env = local_env({"PATH": "/usr/bin", "DIGITS_TRAINING_TOKEN": "t" * 32}, tmp_path)
+    processes = {p.name: p for p in plan(compose.load(env=env), Ports(), tmp_path, env)}
+    holders = {name: {v for v in SECRET_VARIABLES if env.get(v) and env[v] in process.env.values()}
+               for name, process in processes.items()}
+    assert holders["trainer"] == {"DIGITS_REGISTRY_SIGNING_KEY", "DIGITS_REDIS_TRAINER_PASSWORD"}
+    assert holders["gateway"] == {"DIGITS_ADMIN_TOKEN", "DIGITS_TRAINING_TOKEN", "DIGITS_REDIS_GATEWAY_PASSWORD"}
+    assert holders["inference-1"] == {"DIGITS_REDIS_INFERENCE_PASSWORD"}
+    assert holders["redis"] == set()  # it reads hashes from its ACL file
+    assert all(p.env["DIGITS_REGISTRY_PUBLIC_KEYS"] == env["DIGITS_REGISTRY_PUBLIC_KEYS"]
+               for name, p in processes.items() if name != "redis")
+    assert local_env({}, tmp_path)["DIGITS_REGISTRY_SIGNING_KEY"] == env["DIGITS_REGISTRY_SIGNING_KEY"]  # kept
 
 
 @pytest.mark.parametrize(
