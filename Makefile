@@ -1,7 +1,12 @@
-# Digits. `make up` runs the stack, `make test` proves it. Everything installs into .venv.
+# Digits. `make up` runs the stack, `make test` proves it. Everything installs into .venv, from uv.lock.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# uv installs from the lock; the Makefile brings its own, pinned and hash-checked (tools/bootstrap-uv.txt), from
+# PyPI like everything else: the machine's pip configuration (other indexes, find-links) is not consulted.
+UV := .venv-uv/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
 PROTOS := $(wildcard protos/digits/v1/*.proto protos/digits/oip/*.proto)
 STAMP := $(VENV)/.installed
 TRITON_STAMP := .venv-triton/.installed
@@ -34,30 +39,37 @@ bench: $(STAMP) digits/v1/__init__.py
 protos: digits/v1/__init__.py  ## generate Python code and .pyi stubs from protos/
 
 # Generated code only: digits/v1/ (Digits' own API) and digits/oip/ (the Open Inference Protocol).
-digits/v1/__init__.py: $(PROTOS) $(STAMP)
-	mkdir -p digits/v1 digits/oip
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos \
-		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
-	touch digits/oip/__init__.py $@
+# (A wheel gets the same code from setup.py's build step: protos/generate.py serves both.)
+digits/v1/__init__.py: $(PROTOS) protos/generate.py $(STAMP)
+	$(BIN)/python protos/generate.py
+	touch $@
 
-$(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+$(UV): tools/bootstrap-uv.txt
+	test -x .venv-uv/bin/python || $(PYTHON) -m venv .venv-uv
+	PIP_CONFIG_FILE=/dev/null .venv-uv/bin/python -m pip --isolated install --quiet --disable-pip-version-check \
+		--index-url https://pypi.org/simple --only-binary :all: --require-hashes -r tools/bootstrap-uv.txt
+	touch $@
+
+# Every group: the services, training, local running, development. --locked: the lock is installed as it is,
+# and a pyproject.toml that no longer matches it is an error (run `make lock`), never a silent re-resolution.
+$(STAMP): uv.lock pyproject.toml setup.py $(UV)
+	$(UV) sync --locked --all-extras --all-groups --python $(PYTHON)
 	touch $@
 
 # The Open Inference Protocol conformance test runs tritonclient in a venv of its own (it needs protobuf < 7).
-$(TRITON_STAMP): tests/conformance/requirements.lock
-	test -x .venv-triton/bin/python || $(PYTHON) -m venv .venv-triton
-	.venv-triton/bin/python -m pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.lock
+$(TRITON_STAMP): tests/conformance/requirements.lock $(UV)
+	test -x .venv-triton/bin/python || $(UV) venv --quiet --python $(PYTHON) .venv-triton
+	$(UV) pip sync --quiet --python .venv-triton/bin/python --require-hashes tests/conformance/requirements.lock
 	touch $@
 
-lock:  ## re-resolve pinned direct dependencies into requirements.lock
-	$(BIN)/python -m pip install --quiet pip-tools==7.6.2
-	$(BIN)/pip-compile --quiet --strip-extras --extra dev --output-file requirements.lock pyproject.toml
+lock: $(UV)  ## renew uv.lock and the conformance lock: the newest versions the pins allow, with hashes, from PyPI
+	$(UV) lock --upgrade --python $(PYTHON)
+	$(UV) pip compile --quiet --upgrade --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" --output-file tests/conformance/requirements.lock \
+		tests/conformance/requirements.in
 
 clean: down
-	rm -rf $(VENV) .venv-triton digits/v1 digits/oip .run
+	rm -rf $(VENV) .venv-triton .venv-uv digits/v1 digits/oip .run
 
 bench-scaling: $(STAMP) digits/v1/__init__.py  ## throughput and p99 vs inference replicas; fan-out retrain vs trainer workers
 	$(BIN)/python -m bench.scaling

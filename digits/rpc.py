@@ -28,14 +28,20 @@ else:
     Context = grpc.aio.ServicerContext
     Handler = grpc.RpcMethodHandler
 
+# The go-grpc-prometheus / py-grpc-prometheus names and labels, which standard gRPC dashboards query; grpc_code is
+# the status code's name as Python's grpc spells it ("OK", "INVALID_ARGUMENT"), as py-grpc-prometheus has it.
+# In flight = started - handled.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STARTED = Counter(
+    "grpc_server_started_total", "RPCs started on the server.", ["grpc_type", "grpc_service", "grpc_method"],
+)
 HANDLED = Counter(
-    "grpc_server_handled_total", "RPCs completed on the server, by method and status code.",
-    ["grpc_service", "grpc_method", "grpc_code"],
+    "grpc_server_handled_total", "RPCs completed on the server, regardless of success or failure.",
+    ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
 )
 LATENCY = Histogram(
     "grpc_server_handling_seconds", "Time to answer an RPC, from receipt to the last response.",
-    ["grpc_service", "grpc_method"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    ["grpc_type", "grpc_service", "grpc_method"], buckets=LATENCY_BUCKETS,
 )
 
 # Calls whose health is not a service's own business.
@@ -57,48 +63,52 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         service, _, name = method.strip("/").rpartition("/")
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, service, name),
+                _unary(handler.unary_unary, ("unary", service, name)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, service, name),
+                _streaming(handler.unary_stream, ("server_stream", service, name)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _unary(behavior: Any, service: str, method: str) -> Any:
+# (grpc_type, grpc_service, grpc_method)
+Labels: TypeAlias = tuple[str, str, str]
+
+
+def _unary(behavior: Any, labels: Labels) -> Any:
     async def wrapped(request: Any, context: Context) -> Any:
-        started = time.perf_counter()
+        started = _start(labels)
         code = grpc.StatusCode.OK
         try:
             return await behavior(request, context)
         except BaseException as error:
             code = _code_for(error, context)
-            await _abort_for(error, context, method)
+            await _abort_for(error, context, labels[2])
             raise
         finally:
-            _observe(service, method, code, started)
+            _observe(labels, code, started)
 
     return wrapped
 
 
-def _streaming(behavior: Any, service: str, method: str) -> Any:
+def _streaming(behavior: Any, labels: Labels) -> Any:
     async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
-        started = time.perf_counter()
+        started = _start(labels)
         code = grpc.StatusCode.OK
         try:
             async for response in behavior(request, context):
                 yield response
         except BaseException as error:
             code = _code_for(error, context)
-            await _abort_for(error, context, method)
+            await _abort_for(error, context, labels[2])
             raise
         finally:
-            _observe(service, method, code, started)
+            _observe(labels, code, started)
 
     return wrapped
 
@@ -145,20 +155,30 @@ def upstream_retry_after(error: grpc.aio.AioRpcError) -> str | None:
     return None
 
 
+# Label lookups are bound once per (method, code): these run on every call.
 @functools.cache
-def _counter(service: str, method: str, code: str) -> Any:
-    return HANDLED.labels(service, method, code)
+def _started(labels: Labels) -> Any:
+    return STARTED.labels(*labels)
 
 
 @functools.cache
-def _histogram(service: str, method: str) -> Any:
-    return LATENCY.labels(service, method)
+def _handled(labels: Labels, code: str) -> Any:
+    return HANDLED.labels(*labels, code)
 
 
-def _observe(service: str, method: str, code: grpc.StatusCode, started: float) -> None:
-    # Label lookups are bound once per (method, code): this runs on every call.
-    _counter(service, method, code.name).inc()
-    _histogram(service, method).observe(time.perf_counter() - started)
+@functools.cache
+def _histogram(labels: Labels) -> Any:
+    return LATENCY.labels(*labels)
+
+
+def _start(labels: Labels) -> float:
+    _started(labels).inc()
+    return time.perf_counter()
+
+
+def _observe(labels: Labels, code: grpc.StatusCode, started: float) -> None:
+    _handled(labels, code.name).inc()
+    _histogram(labels).observe(time.perf_counter() - started)
 
 
 def create_server(max_message_bytes: int, max_connection_age_seconds: float = 0, *,

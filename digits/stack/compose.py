@@ -30,9 +30,11 @@ class ServiceSpec:
 
 
 def load(path: Path = COMPOSE_FILE, env: Mapping[str, str] | None = None) -> dict[str, ServiceSpec]:
+    """The services `docker compose up` starts: those of an optional profile (monitoring) are left out."""
     document = yaml.safe_load(path.read_text())
     variables = dict(os.environ if env is None else env)
-    return {name: _service(name, body, variables) for name, body in document["services"].items()}
+    return {name: _service(name, body, variables) for name, body in document["services"].items()
+            if not body.get("profiles")}
 
 
 def _service(name: str, body: Mapping[str, Any], variables: Mapping[str, str]) -> ServiceSpec:

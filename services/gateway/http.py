@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+import redis
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from rq.registry import FailedJobRegistry
 
+from digits import jobs
 from digits.errors import DigitsError, InvalidInput, TooLarge, http_status
 from digits.registry import ModelRecord, Registry
-from digits.rpc import upstream_retry_after
+from digits.rpc import LATENCY_BUCKETS, upstream_retry_after
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway import reports
@@ -28,6 +33,14 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 HTTP_REQUESTS = Counter(
     "digits_http_requests_total", "HTTP requests answered by the gateway, by route and status.", ["route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "digits_http_request_duration_seconds", "Time to answer an HTTP request, by route and method.",
+    ["route", "method"], buckets=LATENCY_BUCKETS,
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other: "other"
+FAILED_JOBS = Gauge(
+    "digits_training_jobs_failed", "Retrain jobs in RQ's failed-job registry (queue training), read at each scrape."
 )
 N_PIXELS = 784
 
@@ -70,7 +83,8 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as JSON ``{"error": ...}`` with the status that fits; counted by route."""
+    """Every error leaves as JSON ``{"error": ...}`` with the status that fits; counted and timed by route."""
+    started = time.perf_counter()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     try:
         response = await handler(request)
@@ -87,6 +101,8 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         log.exception("unexpected error", extra={"route": route})
         response = _error(500, "internal error; the gateway logged the details")
     HTTP_REQUESTS.labels(route, str(response.status)).inc()
+    method = request.method if request.method in _METHODS else "other"
+    HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
     return response
 
 
@@ -110,6 +126,10 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    failed = FailedJobRegistry(jobs.QUEUE, connection=request.app["registry"].redis, serializer=jobs.SERIALIZER,
+                               job_class=jobs.TrustedJob)
+    with contextlib.suppress(redis.RedisError):  # Redis away: the gauge keeps what it last read
+        FAILED_JOBS.set(await asyncio.to_thread(failed.get_job_count, cleanup=False))
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

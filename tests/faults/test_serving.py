@@ -43,7 +43,7 @@ def predict_count(port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=5) as response:
         text = response.read().decode()
     pattern = (r'grpc_server_handled_total\{grpc_code="OK",grpc_method="Predict",'
-               r'grpc_service="digits.v1.Recognizer"\} (\S+)')
+               r'grpc_service="digits.v1.Recognizer",grpc_type="unary"\} (\S+)')
     found = re.search(pattern, text)
     return float(found.group(1)) if found else 0.0
 

@@ -131,4 +131,9 @@ def test_health_and_metrics_over_http(stack: LocalStack) -> None:
     assert status == 200 and "serving" in body
     status, body = asyncio.run(get("/metrics"))
     assert status == 200
-    assert 'grpc_server_handled_total{grpc_code="OK",grpc_method="Predict",grpc_service="digits.v1.Recognizer"}' in body
+    assert ('grpc_server_handled_total{grpc_code="OK",grpc_method="Predict",grpc_service="digits.v1.Recognizer",'
+            'grpc_type="unary"}') in body
+    assert ('grpc_server_started_total{grpc_method="Predict",grpc_service="digits.v1.Recognizer",'
+            'grpc_type="unary"}') in body
+    assert 'digits_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/healthz"}' in body
+    assert "digits_training_jobs_failed " in body

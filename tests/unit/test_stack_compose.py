@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from digits.stack import compose
 from digits.stack.local import Ports, local_env, plan
@@ -48,6 +49,16 @@ def test_local_mode_runs_every_compose_service_with_its_command_and_environment(
     assert processes["gateway"].env["INFERENCE_TARGET"] == "ipv4:127.0.0.1:7003,127.0.0.1:7004"
     assert processes["inference-2"].env["INFERENCE_PORT"] == "7004"
     assert processes["trainer"].env["REDIS_URL"] == "redis://127.0.0.1:7000/0"
+
+
+def test_local_mode_leaves_out_services_of_optional_profiles(tmp_path: Path) -> None:
+    """`docker compose up` does not start them (monitoring); local mode neither, and needs no command for them."""
+    path = tmp_path / "compose.yml"
+    path.write_text(yaml.safe_dump({"services": {
+        "app": {"command": ["python", "-m", "app"]},
+        "prometheus": {"image": "prom/prometheus:v2.53.3", "profiles": ["monitoring"]},
+    }}))
+    assert set(compose.load(path, env={})) == {"app"}
 
 
 def test_compose_requires_real_secrets_outside_local_mode() -> None:

@@ -1,0 +1,76 @@
+"""The gRPC metrics carry the names and labels standard gRPC dashboards query (go-grpc-prometheus's)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from digits import rpc
+from digits.errors import InvalidInput
+
+SERVICE = "test.metrics.Echo"
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+async def _unary(request: bytes, context: Any) -> bytes:
+    if request == b"bad":
+        raise InvalidInput("bad input")
+    return request
+
+
+async def _stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    for _ in range(3):
+        yield request
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"grpc_service": SERVICE, **labels}) or 0.0
+
+
+async def _call_each_kind() -> None:
+    server = rpc.create_server(1 << 20)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
+        "Unary": grpc.unary_unary_rpc_method_handler(_unary, _identity, _identity),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream, _identity, _identity),
+    })])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            unary = channel.unary_unary(f"/{SERVICE}/Unary", _identity, _identity)
+            assert await unary(b"ok", timeout=5) == b"ok"
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await unary(b"bad", timeout=5)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            stream = channel.unary_stream(f"/{SERVICE}/Stream", _identity, _identity)
+            assert [m async for m in stream(b"x", timeout=5)] == [b"x"] * 3
+    finally:
+        await server.stop(None)
+
+
+def test_calls_are_counted_when_started_and_handled_with_type_service_method_and_code() -> None:
+    unary = {"grpc_type": "unary", "grpc_method": "Unary"}
+    stream = {"grpc_type": "server_stream", "grpc_method": "Stream"}
+    before = {
+        "started": _value("grpc_server_started_total", **unary),
+        "ok": _value("grpc_server_handled_total", grpc_code="OK", **unary),
+        "bad": _value("grpc_server_handled_total", grpc_code="INVALID_ARGUMENT", **unary),
+        "timed": _value("grpc_server_handling_seconds_count", **unary),
+        "stream": _value("grpc_server_handled_total", grpc_code="OK", **stream),
+        "stream started": _value("grpc_server_started_total", **stream),
+    }
+    asyncio.run(_call_each_kind())
+    assert _value("grpc_server_started_total", **unary) == before["started"] + 2
+    assert _value("grpc_server_handled_total", grpc_code="OK", **unary) == before["ok"] + 1
+    assert _value("grpc_server_handled_total", grpc_code="INVALID_ARGUMENT", **unary) == before["bad"] + 1
+    assert _value("grpc_server_handling_seconds_count", **unary) == before["timed"] + 2
+    assert _value("grpc_server_handled_total", grpc_code="OK", **stream) == before["stream"] + 1
+    assert _value("grpc_server_started_total", **stream) == before["stream started"] + 1
