@@ -148,7 +148,7 @@ def test_images_hold_the_run_time_groups_only() -> None:
         for sync in syncs:
             assert "--locked" in sync and "--no-default-groups" in sync, sync
             assert not re.search(r"--(all-groups|group|only-group|only-dev|all-extras)\b|--extra dev", sync), sync
-        assert ("--extra train" in " ".join(syncs)) == (name == "trainer"), target
+        assert ("--extra train" in " ".join(syncs)) == (target == "trainer"), target
         wheel = rf"--python {RUNTIME_VENV}/bin/python --no-deps /wheels/digits-\S+\.whl"
         for install in (a for a in runs if re.search(r"\bpip install\b", a) and "bootstrap-uv" not in a):
             assert re.search(wheel + "$", install), install  # the digits wheel alone: the lock gave the rest
