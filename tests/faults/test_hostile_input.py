@@ -137,11 +137,11 @@ def test_hostile_json_over_http(stack: LocalStack, depth: int, width: int, junk:
 def test_memory_stays_bounded(stack: LocalStack, recognizer: recognizer_pb2_grpc.RecognizerStub) -> None:
     pids = {name: pid for name, pid in running_process_groups(stack.run_dir).items()
             if name.startswith(("inference", "gateway"))}
-    before = {name: rss_megabytes(pid) for name, pid in pids.items()}
+    before = {name: round(rss_megabytes(pid)) for name, pid in pids.items()}
     for _ in range(5):
         for data in (decompression_bomb(), png_header_only(30_000, 30_000), b"\x89PNG" + bytes(7_000_000)):
             refused_or_answered(recognizer, pb.PredictRequest(image=data))
-    after = {name: rss_megabytes(pid) for name, pid in pids.items()}
+    after = {name: round(rss_megabytes(pid)) for name, pid in pids.items()}
     print(f"[hostile input] resident memory MB before {before}, after {after}")
     for name in pids:
         assert after[name] < before[name] + 150, f"{name} grew from {before[name]:.0f} to {after[name]:.0f} MB"
