@@ -90,6 +90,22 @@ class PermissionDenied(DigitsError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class DeadlineExceeded(DigitsError):
+    """The caller's deadline passed before an answer came."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Refused(DigitsError):
+    """A refusal that came from another service as a code and a message (one item of a ``PredictEach``)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        if retry_after_seconds:
+            self.retry_after_seconds = retry_after_seconds
+
+
 class IntegrityError(DigitsError):
     """A stored model failed its signature or digest check; it is never unpickled."""
 

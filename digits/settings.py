@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     max_deadline_seconds: float = Field(30.0, description="the longest deadline the gateway passes on")
     gateway_max_in_flight: int = Field(512, description="Predict calls the gateway forwards at once; more get "
                                                         "RESOURCE_EXHAUSTED (HTTP 503)")
+    gateway_batches_in_flight: int = Field(4, ge=1, description="`PredictEach` calls the gateway keeps in flight to "
+                                                                "inference; predictions arriving meanwhile leave "
+                                                                "together as the next one")
     gateway_max_bytes_in_flight: int = Field(64_000_000, description="request bytes the gateway holds at once; more "
                                                                      "get RESOURCE_EXHAUSTED (HTTP 503)")
     model_poll_seconds: float = Field(2.0, description="how often replicas re-read the active version besides "
@@ -202,5 +205,21 @@ def markdown_table() -> str:
     return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows]) + "\n"
 
 
+TABLE_START, TABLE_END = "<!-- settings table", "<!-- end of settings table -->"
+
+
+def table_in(readme: str) -> str:
+    """The configuration table between the README's markers."""
+    start = readme.index("\n", readme.index(TABLE_START)) + 1
+    return readme[start : readme.index(TABLE_END)]
+
+
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    import sys
+
+    if sys.argv[1:2] == ["--update"]:  # python -m digits.settings --update README.md
+        path = Path(sys.argv[2])
+        text = path.read_text()
+        path.write_text(text.replace(table_in(text), markdown_table()))
+    else:
+        print(markdown_table(), end="")

@@ -3,13 +3,16 @@
 One channel serves every call. Its service config balances round-robin over every address
 ``INFERENCE_TARGET`` resolves to, retries UNAVAILABLE on another replica, and watches replica health
 so that a draining replica gets no new calls. The caller's deadline travels with the call.
+
+Single predictions (gRPC ``Predict``, HTTP, Open Inference items) travel in batches (``coalescing.py``);
+``PredictBatch`` and ``PredictEach`` calls are batches already and are forwarded as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -17,12 +20,13 @@ from prometheus_client import Counter
 
 from digits.errors import Overloaded
 from digits.rpc import Context
+from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
+from services.gateway.coalescing import Coalescer
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 SHED = Counter("digits_gateway_shed_total",
                "Recognizer calls refused because too many calls or request bytes were in flight.")
-METHODS = ("Predict", "PredictBatch")
 
 _SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
@@ -61,39 +65,35 @@ def inference_channel(target: str, max_message_bytes: int) -> grpc.aio.Channel:
 
 
 class Forwarder:
-    """Forwards raw Recognizer calls; also offers the typed calls that HTTP and the Open Inference Protocol use.
+    """Forwards Recognizer calls; also offers the typed predictions that HTTP and the Open Inference Protocol use.
 
     At most ``max_in_flight`` calls and ``max_bytes_in_flight`` request bytes are forwarded at once: past that
     the gateway refuses at once as overloaded (RESOURCE_EXHAUSTED with a retry hint; HTTP 503) rather than
     queueing without bound behind a saturated inference. No call waits longer than ``max_timeout``.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, default_timeout: float, max_timeout: float, max_in_flight: int,
-                 max_bytes_in_flight: int) -> None:
-        self._default_timeout = default_timeout
-        self._max_timeout = max_timeout
-        self._max_in_flight = max_in_flight
-        self._max_bytes = max_bytes_in_flight
+    def __init__(self, channel: grpc.aio.Channel, settings: Settings) -> None:
+        self._default_timeout = settings.inference_timeout_seconds
+        self._max_timeout = settings.max_deadline_seconds
+        self._max_in_flight = settings.gateway_max_in_flight
+        self._max_bytes = settings.gateway_max_bytes_in_flight
         self._in_flight = 0
         self._bytes = 0
         self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
-            name: channel.unary_unary(f"/{SERVICE}/{name}") for name in METHODS
+            name: channel.unary_unary(f"/{SERVICE}/{name}") for name in ("PredictBatch", "PredictEach")
         }
-        self._predict = channel.unary_unary(
-            f"/{SERVICE}/Predict",
-            request_serializer=pb.PredictRequest.SerializeToString,
-            response_deserializer=pb.PredictResponse.FromString,
-        )
-        self._predict_batch = channel.unary_unary(
-            f"/{SERVICE}/PredictBatch",
-            request_serializer=pb.PredictBatchRequest.SerializeToString,
-            response_deserializer=pb.PredictBatchResponse.FromString,
-        )
+        self._coalescer = Coalescer(self._raw["PredictEach"], settings.gateway_batches_in_flight,
+                                    settings.max_batch_items)
 
     def handler(self) -> grpc.GenericRpcHandler:
+        methods = {"Predict": self._forward_predict, **{name: self._forwarder(name) for name in self._raw}}
         return grpc.method_handlers_generic_handler(
-            SERVICE, {name: grpc.unary_unary_rpc_method_handler(self._forwarder(name)) for name in METHODS}
+            SERVICE, {name: grpc.unary_unary_rpc_method_handler(method) for name, method in methods.items()}
         )
+
+    async def _forward_predict(self, request: bytes, context: Context) -> bytes:
+        with self.admitted(len(request)):
+            return await self._coalescer.predict(request, self._timeout(context.time_remaining()))
 
     def _forwarder(self, name: str) -> Any:
         call = self._raw[name]
@@ -126,18 +126,15 @@ class Forwarder:
             self._bytes -= size
 
     async def predict(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
-        """A typed Predict; the caller holds its admission (``admitted``) from before it read the request."""
-        response: pb.PredictResponse = await self._predict(request, timeout=self._timeout(timeout),
-                                                           wait_for_ready=True)
-        return response
+        """One typed prediction; the caller holds its admission (``admitted``) from before it read the request."""
+        answer = await self._coalescer.predict(request.SerializeToString(), self._timeout(timeout))
+        return pb.PredictResponse.FromString(answer)
 
-    async def predict_batch(
-        self, request: pb.PredictBatchRequest, timeout: float | None = None
-    ) -> pb.PredictBatchResponse:
-        """A typed PredictBatch; the caller holds its admission."""
-        response: pb.PredictBatchResponse = await self._predict_batch(request, timeout=self._timeout(timeout),
-                                                                      wait_for_ready=True)
-        return response
+    async def predict_many(self, requests: Sequence[pb.PredictRequest],
+                           timeout: float | None = None) -> list[pb.PredictResponse]:
+        """Typed predictions that succeed or fail together; the caller holds their admission."""
+        answers = await self._coalescer.predict_many([r.SerializeToString() for r in requests], self._timeout(timeout))
+        return [pb.PredictResponse.FromString(answer) for answer in answers]
 
     def _timeout(self, remaining: float | None) -> float:
         return min(remaining if remaining is not None else self._default_timeout, self._max_timeout)

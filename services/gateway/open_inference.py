@@ -79,10 +79,8 @@ class OpenInference(pb_grpc.GRPCInferenceServiceServicer):
                                f"(active: {active or 'none'}); omit the version to use the active one")
         with self._forwarder.admitted(request.ByteSize()):
             items = self._items(request)
-            answer = await self._forwarder.predict_batch(
-                recognizer_pb2.PredictBatchRequest(requests=items), context.time_remaining()
-            )
-        return _response(request, answer)
+            answers = await self._forwarder.predict_many(items, context.time_remaining())
+        return _response(request, answers)
 
     async def _active(self) -> str | None:
         return await off_loop(self._registry.active_version)
@@ -167,8 +165,7 @@ def _pixels(tensor: Tensor, raw: bytes | None) -> npt.NDArray[np.float32]:
     return pixels
 
 
-def _response(request: pb.ModelInferRequest, answer: recognizer_pb2.PredictBatchResponse) -> pb.ModelInferResponse:
-    replies = answer.responses
+def _response(request: pb.ModelInferRequest, replies: list[recognizer_pb2.PredictResponse]) -> pb.ModelInferResponse:
     if not replies:
         raise Unavailable("inference answered no digits")
     digits = np.array([r.digit for r in replies], dtype="<i8")

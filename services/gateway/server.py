@@ -82,8 +82,7 @@ async def main() -> None:
     connection = connect(settings, timeout=2.0)
 
     channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
-    forwarder = forwarding.Forwarder(channel, settings.inference_timeout_seconds, settings.max_deadline_seconds,
-                                     settings.gateway_max_in_flight, settings.gateway_max_bytes_in_flight)
+    forwarder = forwarding.Forwarder(channel, settings)
     # gRPC refuses calls beyond these before reading their bytes: Recognizer calls past the forwarder's limit
     # (which it sheds with a retry hint) plus room for Models, Training and health.
     server = rpc.create_server(settings.max_message_bytes,

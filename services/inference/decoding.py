@@ -22,7 +22,7 @@ import numpy.typing as npt
 from prometheus_client import Counter
 
 from digits import imaging
-from digits.errors import InvalidInput, Overloaded, TooLarge
+from digits.errors import DigitsError, InvalidInput, Overloaded, TooLarge
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 
@@ -52,6 +52,19 @@ class Decoder:
                 raise failed.exceptions[0] from None
             return [task.result() for task in tasks]
 
+    async def rows_each(self, items: Sequence[pb.PredictRequest]) -> list[Row | DigitsError]:
+        """Each request's row, or why it has none: the items stand alone (a bad or refused one fails only itself)."""
+
+        async def one(item: pb.PredictRequest) -> Row | DigitsError:
+            try:
+                return (await self.rows([item], batch=False))[0]
+            except DigitsError as error:
+                return error
+
+        if sum(item.WhichOneof("input") == "image" for item in items) <= 1:
+            return [await one(item) for item in items]
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
     @contextlib.contextmanager
     def _reserved(self, items: Sequence[pb.PredictRequest], *, batch: bool) -> Iterator[int]:
         """Admit the items' images by their declared pixels; yields how many images there are."""
@@ -80,7 +93,10 @@ class Decoder:
                 return await asyncio.get_running_loop().run_in_executor(self._pool, self._decode, item.image)
             if which == "pixels":
                 return imaging.pixels_to_image(item.pixels.values)
-            raise InvalidInput("the request has no input: set `image` (encoded image bytes) or `pixels` (784 values)")
+            if which == "pixel_bytes":
+                return imaging.pixel_bytes_to_image(item.pixel_bytes)
+            raise InvalidInput("the request has no input: set `image` (encoded image bytes), `pixels` (784 values) "
+                               "or `pixel_bytes` (784 bytes)")
 
     def _decode(self, data: bytes) -> Row:
         DECODED.inc()

@@ -12,7 +12,7 @@ import prometheus_client
 from threadpoolctl import threadpool_limits
 
 from digits import logs, rpc
-from digits.errors import InvalidInput, TooLarge
+from digits.errors import DigitsError, InvalidInput, TooLarge
 from digits.redis_connection import connect_async
 from digits.registry import Registry
 from digits.rpc import Context
@@ -63,6 +63,30 @@ class Recognizer(pb_grpc.RecognizerServicer):
                 for item, label, probs, row in zip(items, labels, probabilities, rows, strict=True)
             ]
         )
+
+
+    async def PredictEach(self, request: pb.PredictEachRequest, context: Context) -> pb.PredictEachResponse:
+        items = request.requests
+        if len(items) > self._settings.max_batch_items:
+            raise TooLarge(f"the call has {len(items)} items; the limit is {self._settings.max_batch_items}")
+        loaded = self._follower.require()
+        with self._batcher.arriving():
+            rows = await self._decoder.rows_each(items)
+        readable = [(index, row) for index, row in enumerate(rows) if not isinstance(row, DigitsError)]
+        answers: dict[int, pb.PredictResponse] = {}
+        if readable:
+            labels, probabilities = await self._batcher.predict(loaded, np.stack([row for _, row in readable]))
+            for (index, row), label, probs in zip(readable, labels, probabilities, strict=True):
+                answers[index] = _answer(loaded, int(label), probs, row if items[index].return_model_input else None)
+        return pb.PredictEachResponse(outcomes=[
+            pb.PredictOutcome(refusal=_refusal(row)) if isinstance(row, DigitsError)
+            else pb.PredictOutcome(response=answers[index]) for index, row in enumerate(rows)
+        ])
+
+
+def _refusal(error: DigitsError) -> pb.Refusal:
+    return pb.Refusal(code=error.code.value[0], message=str(error),
+                      retry_after_seconds=getattr(error, "retry_after_seconds", 0) or 0)
 
 
 def _answer(

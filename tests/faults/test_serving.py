@@ -39,12 +39,10 @@ def active(models: models_pb2_grpc.ModelsStub) -> str:
 
 
 def predict_count(port: int) -> float:
-    """Predict calls a replica has answered, from its own /metrics."""
+    """Digits a replica has read (rows through its model), from its own /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=5) as response:
         text = response.read().decode()
-    pattern = (r'grpc_server_handled_total\{grpc_code="OK",grpc_method="Predict",'
-               r'grpc_service="digits.v1.Recognizer",grpc_type="unary"\} (\S+)')
-    found = re.search(pattern, text)
+    found = re.search(r"^digits_batch_rows_sum (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
 
 

@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from digits.settings import DEV_ADMIN_TOKEN, Settings, markdown_table
+from digits.settings import DEV_ADMIN_TOKEN, Settings, markdown_table, table_in
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_readme_configuration_table_is_the_settings() -> None:
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("<!-- settings table")
-    block = readme[readme.index("\n", start) + 1 : readme.index("<!-- end of settings table -->")]
-    assert block == markdown_table(), "README.md's table differs from digits/settings.py: `python -m digits.settings`"
+    block = table_in((REPO / "README.md").read_text())
+    assert block == markdown_table(), "README.md's table differs from digits/settings.py: run " \
+                                      "`python -m digits.settings --update README.md`"
 
 
 def test_every_setting_is_described() -> None:
