@@ -16,6 +16,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -315,7 +316,7 @@ def _flatten_transparency(grey: FloatImage, alpha: FloatImage) -> FloatImage:
 # flat, NaN-free arrays read here. tests/unit/test_imaging.py holds them equal to numpy's.
 
 
-def median(values: FloatImage) -> float:
+def median(values: npt.NDArray[np.floating[Any]]) -> float:
     """``float(np.median(values))`` for a NaN-free array."""
     flat = values.ravel()
     middle = flat.size // 2
@@ -325,7 +326,7 @@ def median(values: FloatImage) -> float:
     return float((low + high) / flat.dtype.type(2))
 
 
-def percentiles(values: FloatImage, q: Sequence[float]) -> list[float]:
+def percentiles(values: npt.NDArray[np.floating[Any]], q: Sequence[float]) -> list[float]:
     """``[float(v) for v in np.percentile(values, q)]`` (linear interpolation) for a NaN-free array."""
     flat = values.ravel()
     last = flat.size - 1

