@@ -1,6 +1,9 @@
 """``python -m bench``: measure Digits end to end in one run and check the performance targets.
 
-    python -m bench [--duration 10] [--concurrency 1,8,64] [--data SPEC] [--replicas 1]
+    python -m bench [--duration 10] [--concurrency 1,8,64] [--data SPEC] [--replicas 1] [--payload png]
+
+The stack serves the production recipe (``candidates.DEFAULT``, fitted on the data's training share and cached);
+every figure is read as a ratio to the seed recipe's scikit-learn predict, measured in the same run.
 """
 
 from __future__ import annotations
@@ -19,28 +22,32 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench import load, profile, report
-from bench.model import BenchModel, default_data_spec, train_or_reuse
-from bench.stack import RunningStack, grpc_requests, grpc_sender, http_sender, json_requests, running_stack
-from bench.stats import Cell, best_throughput
+from bench.model import BenchModels, default_data_spec, train_or_reuse
+from bench.stack import PAYLOADS, RunningStack, grpc_requests, grpc_sender, http_requests, http_sender, running_stack
+from bench.stats import Cell, best_throughput, find
 from digits.settings import Settings
 
 DEFINITIONS = {
     "concurrency": "requests in flight. Network cases: C closed-loop workers (each sends its next request when "
                    "the previous one is answered) over one gRPC channel or one HTTP session. In-process cases: "
                    "one model call on a batch of C rows, every request of it having that call's latency.",
-    "latency": "per request, from send to answer, in the client (wall clock)",
+    "open_loop": "(o): requests sent to the gateway at a fixed rate (half of (d)'s throughput at the top "
+                 "concurrency) whatever the answers; latency counts from when a request was due",
+    "latency": "per request, from send (or due time) to answer, in the client (wall clock)",
     "throughput": "predictions answered within the window / window length",
-    "cpu_s_per_1k": "user+system CPU seconds per 1,000 predictions of the serving processes: for (c), (d) and (e) "
-                    "the inference replica(s) and the gateway, all threads, from /proc/<pid>/stat (for (c) the "
-                    "gateway is idle: health checks only); for (a) and (b) this process (client and model are one)",
+    "cpu_s_per_1k": "user+system CPU seconds per 1,000 predictions of the serving processes: for (c), (d), (e) "
+                    "and (o) the inference replica(s) and the gateway, all threads, from /proc/<pid>/stat (for (c) "
+                    "the gateway is idle: health checks only); for (a) and (b) this process",
     "client_cpu_s_per_1k": "the load generator's own CPU per 1,000 predictions (network cases); it shares the "
                            "machine's cores with the stack",
     "other_cores": "average cores kept busy during the window by other processes (machine busy time from "
                    "/proc/stat minus serving and client CPU): work outside the benchmark that competed for the CPU",
-    "ratios": "p50/a, p50/b, thr/a, thr/b: this row's p50 latency or throughput divided by (a)'s or (b)'s at the "
-              "same concurrency",
-    "sklearn_predict": "(a) is the production pipeline's own predict (scale, then SVC.predict through libsvm); it "
-                       "returns labels only, while (b)-(e) also compute the ten calibrated probabilities",
+    "ratios": "p50/a1: this row's p50 over (a)'s single-image p50; thr/a: this row's throughput over (a)'s at the "
+              "same concurrency (the open loop: over (a)'s best)",
+    "reference": "(a) is the seed recipe's own predict (scale, then SVC.predict through libsvm, the svc candidate "
+                 "fitted on the same digits): labels only, while (b)-(e) also compute the ten probabilities",
+    "payload": "what the network cases send: a 28x28 grey PNG of the digit (default), 784 float pixels or 784 "
+               "pixel bytes",
 }
 
 
@@ -55,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
                              "else sample)")
     parser.add_argument("--replicas", type=int, default=1, help="inference replicas behind the gateway")
     parser.add_argument("--payloads", type=int, default=2000, help="held-out digits sent as requests")
-    parser.add_argument("--cases", default="abcde", help="which of (a)..(e) to measure")
+    parser.add_argument("--cases", default="abcde", help="which of (a)..(e) to measure; (a) is the reference")
+    parser.add_argument("--payload", choices=PAYLOADS, default="png", help="what the network cases send")
+    parser.add_argument("--no-open-loop", dest="open_loop", action="store_false",
+                        help="skip (o), the open loop at half of (d)'s top throughput")
     parser.add_argument("--blas-threads", type=int, default=0,
                         help="BLAS threads in this process (threadpoolctl) and in inference (DIGITS_BLAS_THREADS, "
                              "default 1 there); 0: leave both as they are")
@@ -66,44 +76,51 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     concurrencies = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
-    cases = [c for c in report.CASES if c in args.cases]
+    cases = [c for c in "abcde" if c in args.cases]
     started_at = datetime.now(UTC)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     machine = report.machine()
     print(f"bench: {machine['cpu_count']} cores ({machine['cpu_model']}), load {_load()}, "
           f"BLAS {', '.join(p.get('internal_api', '?') + ' x' + str(p.get('num_threads')) for p in machine['blas'])}")
 
-    bench_model = train_or_reuse(args.data)
-    model = bench_model.model
-    model.prepare()
-    pixels = bench_model.payload_pixels[: args.payloads]
-    labels = bench_model.payload_labels[: args.payloads]
-    n_sv = bench_model.n_support_vectors
-    print(f"bench: model with {n_sv:,} support vectors; {len(labels):,} held-out digits as payloads; "
+    models = train_or_reuse(args.data)
+    production, seed = models.production.model, models.seed.model
+    production.prepare()
+    pixels = models.payload_pixels[: args.payloads]
+    labels = models.payload_labels[: args.payloads]
+    n_sv = models.production.n_support_vectors
+    print(f"bench: serving {models.production.recipe} ({n_sv:,} support vectors); reference: {models.seed.recipe}'s "
+          f"scikit-learn predict; {len(labels):,} held-out digits as {args.payload} payloads; "
           f"{len(cases)} cases x {len(concurrencies)} concurrencies x {args.duration:g}s", flush=True)
 
     cells: list[Cell] = []
     profiles: dict[str, Any] = {}
     limits = contextlib.nullcontext() if not args.blas_threads else threadpool_limits(args.blas_threads)
     extra_env = {"DIGITS_BLAS_THREADS": str(args.blas_threads)} if args.blas_threads else {}
-    with limits, running_stack(model, bench_model.dataset, args.replicas, extra_env) as stack:
+    with limits, running_stack(production, models.dataset, args.replicas, extra_env) as stack:
         print(f"bench: stack up in {stack.run_dir} (model {stack.version}); load {_load()}", flush=True)
         blas_in_run = _blas_threads()
         in_process: dict[str, Callable[[np.ndarray[Any, Any]], object]] = {
-            "a": model.estimator.predict, "b": model.predict}
+            "a": seed.estimator.predict, "b": production.predict}
         for case in (c for c in cases if c in in_process):
             for concurrency in concurrencies:
                 cells.append(_show(load.run_in_process(case, in_process[case], pixels, labels, concurrency,
                                                        args.duration, args.warmup)))
         network = [c for c in cases if c in "cde"]
         if network:
-            cells += load.run_cells(_network(stack, network, pixels, labels, concurrencies, args.duration, args.warmup))
+            cells += load.run_cells(_network(stack, network, args.payload, pixels, labels, concurrencies,
+                                             args.duration, args.warmup))
+        top = find(cells, "d", max(concurrencies))
+        if top is not None and args.open_loop:
+            rate = report.OPEN_LOOP_SHARE * top.throughput
+            cells += load.run_cells(_open_loop(stack, args.payload, pixels, labels, rate, args.duration, args.warmup))
         memory = stack.inference_memory()
         if args.profile_seconds > 0:
-            profiles = _profile(bench_model, pixels, concurrencies, args.profile_seconds)
+            profiles = _profile(models, pixels, concurrencies, args.profile_seconds)
 
     rss = max((m["VmRSS"] for m in memory.values()), default=0)
-    goals = report.targets(cells, rss, n_sv)
+    features = int(production.describe().get("n_features", 784))
+    goals = report.targets(cells, rss, n_sv, features)
     print()
     print(report.text_table(cells))
     print()
@@ -125,13 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": [sys.executable, "-m", "bench", *(argv if argv is not None else sys.argv[1:])],
         "options": vars(args),
         "machine": machine | {"load_average_at_end": list(os.getloadavg())},
-        "model": {"dataset": bench_model.dataset, "train_size": bench_model.train_size,
-                  "n_support_vectors": n_sv, "support_vectors_float32_bytes": n_sv * report.SUPPORT_VECTOR_BYTES,
-                  "fit_seconds": bench_model.fit_seconds, "reused_cached_fit": bench_model.cached,
-                  "describe": model.describe()},
+        "models": {trained.recipe: {"fit_seconds": trained.fit_seconds, "reused_cached_fit": trained.cached,
+                                    "describe": trained.model.describe()}
+                   for trained in (models.production, models.seed)},
+        "dataset": models.dataset, "train_size": models.train_size,
         "blas_threads_in_run": blas_in_run,
         "stack": {"replicas": args.replicas, "batch_max_size": Settings().batch_max_size,
-                  "batch_max_wait_ms": Settings().batch_max_wait_ms},
+                  "batch_max_wait_ms": Settings().batch_max_wait_ms,
+                  "gateway_batches_in_flight": Settings().gateway_batches_in_flight},
         "definitions": DEFINITIONS,
         "cells": [c.summary() | {"label": report.CASES[c.case]} for c in cells],
         "targets": [g.record() for g in goals],
@@ -140,11 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": profiles,
         "table_markdown": report.markdown_table(cells),
     }
-    best_a, best_b = best_throughput(cells, "a"), best_throughput(cells, "b")
-    title = (f"Digits bench {stamp}: SVC with {n_sv:,} SVs ({bench_model.dataset['source']}), "
+    best_a = best_throughput(cells, "a")
+    title = (f"Digits bench {stamp}: {models.production.recipe} with {n_sv:,} SVs ({models.dataset['source']}), "
              f"{machine['cpu_count']} cores, load at start {machine['load_average_at_start'][0]:.1f}")
-    json_path, png_path = report.write(record, cells, stamp, title,
-                                       [("10 x (a) best", 10 * best_a), ("0.4 x (b) best", 0.4 * best_b)])
+    json_path, png_path = report.write(record, cells, stamp, title, [("10 x (a) best", 10 * best_a)])
     print(f"\nbench: wrote {json_path} and {png_path} (copied to latest.json / latest.png)")
     print("bench: for throughput and p99 against 1, 2 and 3 replicas (and trainer workers): make bench-scaling")
     return 0
@@ -161,19 +178,20 @@ def _load() -> str:
 
 
 def _show(cell: Cell) -> Cell:
-    print(f"  {report.CASES[cell.case]:<34} C={cell.concurrency:<3} p50 {cell.p50_ms:8.2f} ms  "
+    load_label = f"{cell.rate:.0f}/s" if cell.open_loop else f"C={cell.concurrency:<3}"
+    print(f"  {report.CASES[cell.case]:<34} {load_label:<6} p50 {cell.p50_ms:8.2f} ms  "
           f"p99 {cell.p99_ms:8.2f} ms  {cell.throughput:8.0f}/s  errors {cell.errors}  "
           f"other load {cell.other_cores:.2f} cores", flush=True)
     return cell
 
 
-async def _network(stack: RunningStack, cases: Sequence[str], pixels: np.ndarray[Any, Any],
+async def _network(stack: RunningStack, cases: Sequence[str], payload: str, pixels: np.ndarray[Any, Any],
                    labels: np.ndarray[Any, Any], concurrencies: Sequence[int], duration: float,
                    warmup: float) -> list[Cell]:
     cells: list[Cell] = []
     pids = stack.serving_pids()
-    requests = grpc_requests(pixels)
-    bodies = json_requests(pixels)
+    requests = grpc_requests(pixels, payload)
+    bodies = http_requests(pixels, payload)
     for case in cases:
         for concurrency in concurrencies:
             if case == "e":
@@ -187,20 +205,27 @@ async def _network(stack: RunningStack, cases: Sequence[str], pixels: np.ndarray
     return cells
 
 
-def _profile(bench_model: BenchModel, pixels: np.ndarray[Any, Any], concurrencies: Sequence[int],
+async def _open_loop(stack: RunningStack, payload: str, pixels: np.ndarray[Any, Any], labels: np.ndarray[Any, Any],
+                     rate: float, duration: float, warmup: float) -> list[Cell]:
+    async with grpc_sender(stack.gateway_grpc, grpc_requests(pixels, payload)) as send:
+        return [_show(await load.run_open_loop("o", send, labels, stack.serving_pids(), rate, duration, warmup))]
+
+
+def _profile(models: BenchModels, pixels: np.ndarray[Any, Any], concurrencies: Sequence[int],
              seconds: float) -> dict[str, Any]:
-    """cProfile and per-stage timings of the in-process fast path at the smallest and largest batch."""
+    """cProfile and per-stage timings of the production model in-process at the smallest and largest batch."""
+    model = models.production.model
     found: dict[str, Any] = {}
     for size in sorted({concurrencies[0], concurrencies[-1]}):
         rows = np.ascontiguousarray(pixels[:size])
-        found[f"fast_stages_ms_batch_{size}"] = profile.stages(bench_model.model, rows, seconds=seconds / 4)
-        found[f"fast_cprofile_batch_{size}"] = profile.cprofile(bench_model.model.predict, rows, seconds)
-    found["sklearn_cprofile_batch_1"] = profile.cprofile(bench_model.model.estimator.predict,
+        found[f"fast_stages_ms_batch_{size}"] = profile.stages(model, rows, seconds=seconds / 4)
+        found[f"fast_cprofile_batch_{size}"] = profile.cprofile(model.predict, rows, seconds)
+    found["sklearn_cprofile_batch_1"] = profile.cprofile(models.seed.model.estimator.predict,
                                                          np.ascontiguousarray(pixels[:1]), seconds)
     requests = grpc_requests(pixels)
     for concurrency in sorted({concurrencies[0], concurrencies[-1]}):
         found[f"inference_loop_cprofile_c{concurrency}"] = _run_async_text(
-            profile.inference_event_loop(bench_model.model, requests, concurrency, seconds))
+            profile.inference_event_loop(model, requests, concurrency, seconds))
     return found
 
 

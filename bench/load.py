@@ -1,4 +1,5 @@
-"""Closed-loop load: each of C workers sends its next request as soon as its previous one is answered.
+"""Closed-loop load: each of C workers sends its next request as soon as its previous one is answered; and
+open-loop load: requests sent at a fixed rate whatever the answers, which shows latency below saturation.
 
 Network cases (gRPC and HTTP) run C asyncio workers over one client (one gRPC channel, or one aiohttp session
 with up to C connections) for a warm-up and then a fixed window; a request counts if it started and ended in
@@ -152,6 +153,52 @@ async def run_closed_loop(
     return Cell(case=case, concurrency=concurrency, predictions=len(window.latencies), errors=window.errors,
                 correct=window.correct, seconds=duration, latencies_ms=tuple(window.latencies),
                 serving_cpu_s=serving_cpu, client_cpu_s=client_cpu, machine_cpu_s=machine_cpu)
+
+
+async def run_open_loop(
+    case: str,
+    send: Send,
+    labels: Labels,
+    serving_pids: Sequence[int],
+    rate: float,
+    duration: float,
+    warmup: float,
+) -> Cell:
+    """Send a request every ``1 / rate`` seconds for ``warmup`` + ``duration`` seconds, each on its own task.
+
+    Latency runs from the moment a request was due, not from when the client got round to sending it, so a
+    client that falls behind shows up as latency instead of silently sending less (no coordinated omission).
+    """
+    interval = 1.0 / rate
+    now = time.perf_counter()
+    window = _Window(start=now + warmup, end=now + warmup + duration)
+
+    async def one(index: int, due: float) -> None:
+        digit = await send(index % len(labels))
+        ended = time.perf_counter()
+        if window.start <= due and ended <= window.end + 30:  # every request due in the window counts
+            if digit is None:
+                window.errors += 1
+            else:
+                window.latencies.append((ended - due) * 1000.0)
+                window.correct += int(digit == labels[index % len(labels)])
+
+    tasks: list[asyncio.Task[None]] = []
+    serving, client, machine = 0.0, 0.0, 0.0
+    due, index = now, 0
+    while due < window.end:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        if due >= window.start and not serving:
+            serving, client, machine = process_cpu_seconds(serving_pids), time.process_time(), machine_cpu_seconds()
+        tasks.append(asyncio.create_task(one(index, due)))
+        index += 1
+        due = now + index * interval
+    serving_cpu = process_cpu_seconds(serving_pids) - serving
+    client_cpu, machine_cpu = time.process_time() - client, machine_cpu_seconds() - machine
+    await asyncio.gather(*tasks)
+    return Cell(case=case, concurrency=0, predictions=len(window.latencies), errors=window.errors,
+                correct=window.correct, seconds=duration, latencies_ms=tuple(window.latencies),
+                serving_cpu_s=serving_cpu, client_cpu_s=client_cpu, machine_cpu_s=machine_cpu, rate=rate)
 
 
 def run_cells(coroutine: Any) -> list[Any]:

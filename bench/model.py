@@ -1,9 +1,13 @@
-"""The model the benchmark serves: the production ``svc`` recipe, trained the way a retrain job trains it.
+"""The models the benchmark needs, trained the way a retrain job trains them, and cached.
 
-Same split as the trainer (``datasets.split(data, seed=0, validation_fraction=0.2)``): fitted on ``x_train``,
-calibrated on ``x_hold``; request payloads come from ``x_val``, digits the model never saw. The fitted
-``DigitModel`` is cached with joblib under ``~/.cache/digits/bench/``, keyed by the data digest and the recipe,
-so that reruns on the same data skip the fit.
+- The production recipe (``digits.candidates.DEFAULT``): what `make up` and a plain retrain train, and what the
+  stack serves in cases (b) to (e) and the open loop.
+- The seed recipe (``svc``): its scikit-learn predict is case (a), the reference every figure is a ratio to.
+
+Both are fitted with the trainer's own code (``services.trainer.comparison.fit_base``) on a retrain job's split
+(seed 0, 20% validation, 10% of the rest holdout): fitted on ``x_train``, calibrated on ``x_hold``; request
+payloads come from ``x_val``, digits neither model saw. Each fitted model is cached with joblib under
+``$DIGITS_CACHE_DIR/bench/``, keyed by the data digest and the recipe, so that reruns skip the fit.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +24,12 @@ import numpy.typing as npt
 import sklearn
 
 from digits import datasets
-from digits.candidates import CANDIDATES
+from digits.candidates import CANDIDATES, DEFAULT
 from digits.model import DigitModel
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
-CANDIDATE = "svc"
+SEED_RECIPE = "svc"
 SEED = 0
 VALIDATION_FRACTION = 0.2
 
@@ -44,54 +47,68 @@ def cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class BenchModel:
+class Trained:
+    """One recipe fitted on the split's training share."""
+
+    recipe: str
     model: DigitModel
-    dataset: dict[str, object]  # source, size, digest
-    train_size: int
     fit_seconds: float  # of the fit that produced the cached model
     cached: bool  # True when this run reused a cached fit
-    payload_pixels: npt.NDArray[np.float32]  # (n, 784) validation digits, 0..255
-    payload_labels: npt.NDArray[np.int64]
 
     @property
     def n_support_vectors(self) -> int:
         return int(self.model.describe().get("n_support_vectors", 0))
 
 
-def _key(digest: str) -> str:
-    recipe = {"candidate": CANDIDATE, "params": dict(CANDIDATES[CANDIDATE].params), "seed": SEED,
-              "validation_fraction": VALIDATION_FRACTION, "sklearn": sklearn.__version__}
-    recipe_digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-    return f"{digest[:16]}-{CANDIDATE}-{recipe_digest[:12]}"
+@dataclass(frozen=True)
+class BenchModels:
+    production: Trained
+    seed: Trained
+    dataset: dict[str, object]  # source, size, digest
+    train_size: int
+    payload_pixels: npt.NDArray[np.float32]  # (n, 784) validation digits, 0..255
+    payload_labels: npt.NDArray[np.int64]
 
 
-def train_or_reuse(spec: str, *, log: bool = True) -> BenchModel:
-    """Load ``spec``, split it as a retrain job does, and fit (or reuse) the production SVC."""
+def _key(digest: str, recipe: str) -> str:
+    described = {"candidate": recipe, "params": dict(CANDIDATES[recipe].params), "seed": SEED,
+                 "validation_fraction": VALIDATION_FRACTION, "sklearn": sklearn.__version__}
+    recipe_digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    return f"{digest[:16]}-{recipe}-{recipe_digest[:12]}"
+
+
+def train_or_reuse(spec: str, *, log: bool = True) -> BenchModels:
+    """Load ``spec``, split it as a retrain job does, and fit (or reuse) the production and the seed recipes."""
     data = datasets.load(spec, cache_dir=cache_dir().parent)
     split = datasets.split(data, seed=SEED, validation_fraction=VALIDATION_FRACTION)
-    path = cache_dir() / f"{_key(data.digest)}.joblib"
+    production, seed = (_trained(recipe, data.digest, split, log) for recipe in (DEFAULT[0], SEED_RECIPE))
+    return BenchModels(production=production, seed=seed, dataset=data.record(), train_size=len(split.y_train),
+                       payload_pixels=split.x_val, payload_labels=split.y_val)
+
+
+def _trained(recipe: str, digest: str, split: datasets.Split, log: bool) -> Trained:
+    from services.trainer.comparison import fit_base
+
+    path = cache_dir() / f"{_key(digest, recipe)}.joblib"
     cached = path.is_file()
     if cached:
         stored = joblib.load(path)
         model, fit_seconds = stored["model"], float(stored["fit_seconds"])
         if log:
-            print(f"bench: reusing {path.name} (fitted on {len(split.y_train):,} digits in {fit_seconds:.0f}s)")
+            print(f"bench: reusing {path.name} ({recipe}, fitted on {len(split.y_train):,} digits in "
+                  f"{fit_seconds:.0f}s)")
     else:
         if log:
-            print(f"bench: fitting the {CANDIDATE} recipe on {len(split.y_train):,} digits of {data.source} "
-                  "(minutes for full MNIST; cached afterwards)", flush=True)
-        model = DigitModel(CANDIDATES[CANDIDATE].estimator(SEED))
-        started = time.perf_counter()
-        model.estimator.fit(split.x_train, split.y_train)
-        fit_seconds = time.perf_counter() - started
-        model.calibrate(split.x_hold, split.y_hold)
+            print(f"bench: fitting the {recipe} recipe on {len(split.y_train):,} digits (cached afterwards)",
+                  flush=True)
+        fitted = fit_base(CANDIDATES[recipe], split, SEED)
+        model, fit_seconds = fitted.model, float(fitted.metrics["fit_seconds"])
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp")
         joblib.dump({"model": model, "fit_seconds": fit_seconds}, partial)
         partial.replace(path)
         if log:
-            print(f"bench: fitted in {fit_seconds:.0f}s, cached as {path}", flush=True)
+            print(f"bench: fitted {recipe} in {fit_seconds:.0f}s, cached as {path}", flush=True)
     if not isinstance(model, DigitModel):
         raise TypeError(f"{path} holds a {type(model).__name__}, not a DigitModel; delete it and rerun")
-    return BenchModel(model=model, dataset=data.record(), train_size=len(split.y_train), fit_seconds=fit_seconds,
-                      cached=cached, payload_pixels=split.x_val, payload_labels=split.y_val)
+    return Trained(recipe, model, fit_seconds, cached)

@@ -100,6 +100,7 @@ async def inference_event_loop(model: DigitModel, requests: list[bytes], concurr
     and a closed-loop gRPC client at ``concurrency``; the model thread is not profiled (cProfile sees one thread),
     so this is the per-request Python work that every request pays on the loop, around the model call."""
     import grpc
+    from threadpoolctl import threadpool_limits
 
     from bench.stack import grpc_sender
     from digits import rpc
@@ -111,6 +112,7 @@ async def inference_event_loop(model: DigitModel, requests: list[bytes], concurr
     from services.inference.server import Recognizer
 
     settings = Settings()
+    threadpool_limits(settings.blas_threads)  # as inference sets it (many BLAS threads slow one row down)
     server = rpc.create_server(settings.max_message_bytes)
     batcher = MicroBatcher(settings.batch_max_size, settings.batch_max_wait_ms / 1000.0)
     recognizer = Recognizer(_Fixed(Loaded("bench", "", model)), batcher, Decoder(settings),  # type: ignore[arg-type]

@@ -113,18 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     machine = report.machine()
     print(f"scaling: {machine['cpu_count']} cores ({machine['cpu_model']}), load {_load_text()}", flush=True)
-    bench_model = train_or_reuse(args.data)
-    bench_model.model.prepare()
-    pixels = bench_model.payload_pixels[: args.payloads]
-    labels = bench_model.payload_labels[: args.payloads]
-    print(f"scaling: model with {bench_model.n_support_vectors:,} support vectors; replicas {replica_counts}, "
+    models = train_or_reuse(args.data)
+    production = models.production
+    production.model.prepare()
+    pixels = models.payload_pixels[: args.payloads]
+    labels = models.payload_labels[: args.payloads]
+    print(f"scaling: {production.recipe} with {production.n_support_vectors:,} support vectors; replicas "
+          f"{replica_counts}, "
           f"C {concurrencies}, {args.duration:g}s cells; trainer workers {worker_counts}", flush=True)
 
     settings: list[ReplicaSetting] = []
     training: list[TrainerRun] = []
     for index, replicas in enumerate(replica_counts):
         before = os.getloadavg()
-        with running_stack(bench_model.model, bench_model.dataset, replicas) as stack:
+        with running_stack(production.model, models.dataset, replicas) as stack:
             print(f"scaling: {replicas} replica(s) up (load {_load_text()})", flush=True)
             gateway_cores: dict[int, float] = {}
             cells = load.run_cells(_measure(stack, pixels, labels, concurrencies, args.duration, args.warmup,
@@ -150,15 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": [sys.executable, "-m", "bench.scaling", *(argv if argv is not None else sys.argv[1:])],
         "options": vars(args),
         "machine": machine | {"load_average_at_end": list(load_at_end)},
-        "model": {"dataset": bench_model.dataset, "train_size": bench_model.train_size,
-                  "n_support_vectors": bench_model.n_support_vectors},
+        "model": {"recipe": production.recipe, "dataset": models.dataset, "train_size": models.train_size,
+                  "n_support_vectors": production.n_support_vectors},
         "replicas": [s.record() for s in settings],
         "training": {"candidates": args.candidates.split(","), "limit": args.limit, "data": _absolute(args.data),
                      "runs": [t.record() for t in training]},
         "table_markdown": markdown_table(settings),
         "trainer_table_markdown": trainer_markdown(training) if training else "",
     }
-    title = (f"Digits scaling {stamp}: (d) gateway gRPC, {bench_model.n_support_vectors:,} SVs, "
+    title = (f"Digits scaling {stamp}: (d) gateway gRPC, {production.recipe}, {production.n_support_vectors:,} SVs, "
              f"{machine['cpu_count']} cores, load at start {machine['load_average_at_start'][0]:.1f}")
     json_path, png_path = write(record, settings, training, stamp, title)
     print(f"scaling: wrote {json_path} and {png_path} (copied to scaling-latest.json / scaling-latest.png)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import redis
+from PIL import Image
 
 from bench.load import Send
 from digits.model import N_PIXELS, DigitModel, check_round_trip
@@ -127,13 +129,33 @@ def _serving(target: str) -> bool:
 # -- clients ---------------------------------------------------------------------------------------
 
 
-def grpc_requests(pixels: npt.NDArray[np.float32]) -> list[bytes]:
-    """Serialized ``PredictRequest``s carrying 784 pixels each, built before the clock starts."""
-    return [pb.PredictRequest(pixels=pb.Pixels(values=row.tolist())).SerializeToString() for row in pixels]
+PAYLOADS = ("png", "pixels", "pixel-bytes")
 
 
-def json_requests(pixels: npt.NDArray[np.float32]) -> list[bytes]:
-    return [json.dumps({"pixels": [int(v) for v in row]}).encode() for row in pixels]
+def png(row: npt.NDArray[np.float32]) -> bytes:
+    """A 28x28 grey PNG of one digit, as a client that has the digit as a picture sends it."""
+    out = io.BytesIO()
+    Image.fromarray(row.reshape(28, 28).astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def grpc_requests(pixels: npt.NDArray[np.float32], payload: str = "png") -> list[bytes]:
+    """Serialized ``PredictRequest``s, built before the clock starts: a 28x28 PNG, 784 floats or 784 bytes."""
+    def request(row: npt.NDArray[np.float32]) -> pb.PredictRequest:
+        if payload == "png":
+            return pb.PredictRequest(image=png(row))
+        if payload == "pixel-bytes":
+            return pb.PredictRequest(pixel_bytes=row.astype(np.uint8).tobytes())
+        return pb.PredictRequest(pixels=pb.Pixels(values=row.tolist()))
+
+    return [request(row).SerializeToString() for row in pixels]
+
+
+def http_requests(pixels: npt.NDArray[np.float32], payload: str = "png") -> list[tuple[bytes, str]]:
+    """(body, content type) per digit: the PNG as the body, or JSON pixels."""
+    if payload == "png":
+        return [(png(row), "image/png") for row in pixels]
+    return [(json.dumps({"pixels": [int(v) for v in row]}).encode(), "application/json") for row in pixels]
 
 
 @contextlib.asynccontextmanager
@@ -155,16 +177,16 @@ async def grpc_sender(target: str, requests: list[bytes]) -> AsyncIterator[Send]
 
 
 @contextlib.asynccontextmanager
-async def http_sender(url: str, bodies: list[bytes], concurrency: int) -> AsyncIterator[Send]:
+async def http_sender(url: str, requests: list[tuple[bytes, str]], concurrency: int) -> AsyncIterator[Send]:
     """One aiohttp session keeping up to ``concurrency`` connections alive."""
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
-    headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def send(index: int) -> int | None:
+            body, content_type = requests[index]
             try:
-                async with session.post(url, data=bodies[index], headers=headers) as response:
+                async with session.post(url, data=body, headers={"Content-Type": content_type}) as response:
                     if response.status != 200:
                         await response.read()
                         return None

@@ -50,6 +50,11 @@ class Cell:
     serving_cpu_s: float
     client_cpu_s: float
     machine_cpu_s: float = math.nan  # busy CPU time of the whole machine (all cores) in the window
+    rate: float = math.nan  # open loop: requests sent per second whatever the answers (concurrency is 0 then)
+
+    @property
+    def open_loop(self) -> bool:
+        return math.isfinite(self.rate)
 
     @property
     def other_cpu_s(self) -> float:
@@ -104,9 +109,10 @@ def _mean(samples: Sequence[float]) -> float:
 
 def best_throughput(cells: Sequence[Cell], case: str) -> float:
     """The highest throughput ``case`` reached at any concurrency (NaN if it was not measured)."""
-    values = [c.throughput for c in cells if c.case == case]
+    values = [c.throughput for c in cells if c.case == case and not c.open_loop]
     return max(values) if values else math.nan
 
 
 def find(cells: Sequence[Cell], case: str, concurrency: int) -> Cell | None:
-    return next((c for c in cells if c.case == case and c.concurrency == concurrency), None)
+    """The closed-loop cell of ``case`` at ``concurrency``."""
+    return next((c for c in cells if c.case == case and c.concurrency == concurrency and not c.open_loop), None)

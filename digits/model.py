@@ -147,4 +147,5 @@ class DigitModel(ServedModel):
         facts: dict[str, Any] = {"estimator": type(final).__name__, "temperature": self.temperature}
         if hasattr(final, "support_vectors_"):
             facts["n_support_vectors"] = int(final.support_vectors_.shape[0])
+            facts["n_features"] = int(final.support_vectors_.shape[1])  # what each kernel evaluation reads
         return facts

@@ -5,9 +5,10 @@ runs it as one matrix product off the event loop. While the model computes, new 
 form the next batch, so batches grow with load by themselves. A lone request is never held back:
 ``max_wait`` applies only while other requests are known to be on their way (being decoded).
 
-A lone request does not pay for the machinery either: when nothing is queued or computing and it has only a few
-rows, the model runs right there on the event loop (a fraction of a millisecond), without the two thread
-hand-offs a batch amortises.
+A lone request does not pay for the machinery either: when nothing is queued, computing, being decoded or
+deciding, and it has only a few rows, the model runs right there on the event loop (a fraction of a millisecond),
+without the two thread hand-offs a batch amortises. "Alone" is judged after one turn of the loop, so that requests
+that arrived together see each other and form a batch instead of queueing behind each other's inline calls.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class MicroBatcher:
         self._worker: asyncio.Task[None] | None = None
         self._arriving = 0
         self._computing = False  # a batch is in the model thread
+        self._deciding = 0  # requests judging whether they are alone
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -64,7 +66,7 @@ class MicroBatcher:
             self._arriving -= 1
 
     async def predict(self, loaded: Loaded, rows: npt.NDArray[np.float32]) -> Result:
-        if not self._computing and self._queue.empty() and len(rows) <= INLINE_ROWS:
+        if len(rows) <= INLINE_ROWS and await self._alone():
             BATCH_ROWS.observe(len(rows))
             return loaded.model.predict(rows)
         if self._worker is None or self._worker.done():
@@ -72,6 +74,20 @@ class MicroBatcher:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(loaded, rows, future))
         return await future
+
+    def _idle(self) -> bool:
+        return not self._computing and self._queue.empty() and self._arriving == 0
+
+    async def _alone(self) -> bool:
+        """True when no other request is queued, computing, being decoded or about to decide, one loop turn on."""
+        if not self._idle():
+            return False
+        self._deciding += 1
+        try:
+            await asyncio.sleep(0)  # requests that arrived with this one start and show themselves
+            return self._idle() and self._deciding == 1
+        finally:
+            self._deciding -= 1
 
     async def close(self) -> None:
         if self._worker is not None:
