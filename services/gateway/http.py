@@ -17,15 +17,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from rq.registry import FailedJobRegistry
 
-from digits import jobs
+from digits import jobs, package_version
 from digits.errors import DigitsError, InvalidInput, TooLarge, http_status
 from digits.registry import ModelRecord, Registry
 from digits.rpc import LATENCY_BUCKETS, upstream_retry_after
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
-from services.gateway import reports
+from services.gateway import openapi, reports
 from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
+from services.gateway.open_inference import rest as open_inference_rest
+from services.gateway.open_inference.protocol import DigitsModel
 from services.gateway.replicas import ReplicaWatch
 
 log = logging.getLogger(__name__)
@@ -45,27 +47,34 @@ FAILED_JOBS = Gauge(
 N_PIXELS = 784
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FORWARDER = web.AppKey("forwarder", Forwarder)
+REGISTRY = web.AppKey("registry", Registry)
+REPLICAS = web.AppKey("replicas", ReplicaWatch)
+MAX_BODY = web.AppKey("max_body", int)  # the largest request body, in bytes
+IS_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("is_serving")
 
 
 def create_app(
-    forwarder: Forwarder, registry: Registry, replicas: ReplicaWatch, settings: Settings,
+    forwarder: Forwarder, registry: Registry, replicas: ReplicaWatch, model: DigitsModel, settings: Settings,
     is_serving: Callable[[], bool],
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_security_headers, _json_errors])
-    app["forwarder"] = forwarder
-    app["registry"] = registry
-    app["replicas"] = replicas
-    app["max_body"] = settings.max_message_bytes
-    app["is_serving"] = is_serving
+    app[FORWARDER] = forwarder
+    app[REGISTRY] = registry
+    app[REPLICAS] = replicas
+    app[MAX_BODY] = settings.max_message_bytes
+    app[IS_SERVING] = is_serving
     app.router.add_get("/", _index)
     app.router.add_static("/static", STATIC)
     app.router.add_post("/api/predict", _predict)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/models", _models_page)
     app.router.add_get(r"/models/{version:v\d+}", _model_page)
     app.router.add_get(r"/models/{version:v\d+}/confusion.png", _chart(reports.confusion_png))
     app.router.add_get(r"/models/{version:v\d+}/f1.png", _chart(reports.f1_png))
+    open_inference_rest.add_routes(app, model, package_version(), settings.max_message_bytes)
     return app
 
 
@@ -121,12 +130,16 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    serving = request.app["is_serving"]()
+    serving = request.app[IS_SERVING]()
     return web.json_response({"status": "serving" if serving else "not serving"}, status=200 if serving else 503)
 
 
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi.DOCUMENT)
+
+
 async def _metrics(request: web.Request) -> web.Response:
-    failed = FailedJobRegistry(jobs.QUEUE, connection=request.app["registry"].redis, serializer=jobs.SERIALIZER,
+    failed = FailedJobRegistry(jobs.QUEUE, connection=request.app[REGISTRY].redis, serializer=jobs.SERIALIZER,
                                job_class=jobs.TrustedJob)
     with contextlib.suppress(redis.RedisError):  # Redis away: the gauge keeps what it last read
         FAILED_JOBS.set(await asyncio.to_thread(failed.get_job_count, cleanup=False))
@@ -134,16 +147,16 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _models_page(request: web.Request) -> web.Response:
-    registry: Registry = request.app["registry"]
+    registry: Registry = request.app[REGISTRY]
     records = await off_loop(registry.list, 200)
     active = await off_loop(registry.active_version) or ""
     pinned = await off_loop(registry.pinned)
-    page = reports.models_page(records, active, pinned, request.app["replicas"].snapshot())
+    page = reports.models_page(records, active, pinned, request.app[REPLICAS].snapshot())
     return web.Response(text=page, content_type="text/html")
 
 
 async def _model_page(request: web.Request) -> web.Response:
-    registry: Registry = request.app["registry"]
+    registry: Registry = request.app[REGISTRY]
     record = await off_loop(registry.get, request.match_info["version"])
     active = await off_loop(registry.active_version) or ""
     return web.Response(text=reports.model_page(record, active), content_type="text/html")
@@ -151,7 +164,7 @@ async def _model_page(request: web.Request) -> web.Response:
 
 def _chart(draw: Callable[[ModelRecord], bytes]) -> Handler:
     async def chart(request: web.Request) -> web.Response:
-        registry: Registry = request.app["registry"]
+        registry: Registry = request.app[REGISTRY]
         record = await off_loop(registry.get, request.match_info["version"])
         png = await asyncio.to_thread(draw, record)  # matplotlib is slow and blocking
         return web.Response(body=png, content_type="image/png", headers={"Cache-Control": "max-age=3600"})
@@ -160,12 +173,12 @@ def _chart(draw: Callable[[ModelRecord], bytes]) -> Handler:
 
 
 async def _predict(request: web.Request) -> web.Response:
-    forwarder: Forwarder = request.app["forwarder"]
+    forwarder: Forwarder = request.app[FORWARDER]
     declared = request.content_length
-    if declared is not None and declared > request.app["max_body"]:
-        raise TooLarge(f"the request body is {declared:,} bytes; the limit is {request.app['max_body']:,}")
+    if declared is not None and declared > request.app[MAX_BODY]:
+        raise TooLarge(f"the request body is {declared:,} bytes; the limit is {request.app[MAX_BODY]:,}")
     # Admitted by the bytes it declares before they are read (a body without a length counts as the largest).
-    with forwarder.admitted(declared or request.app["max_body"]):
+    with forwarder.admitted(declared or request.app[MAX_BODY]):
         predict_request = await _read_predict_request(request)
         answer = await forwarder.predict(predict_request)
     body: dict[str, Any] = {

@@ -11,16 +11,18 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from digits import logs, rpc
+from digits import logs, package_version, rpc
 from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from digits.redis_connection import connect, connect_async
 from digits.registry import Registry
 from digits.settings import Settings, get_settings
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
-from services.gateway import forwarding, open_inference
+from services.gateway import forwarding
 from services.gateway.http import create_app
 from services.gateway.models import Models
-from services.gateway.open_inference import OpenInference
+from services.gateway.open_inference.grpc_service import SERVICE as OIP
+from services.gateway.open_inference.grpc_service import OpenInference
+from services.gateway.open_inference.protocol import DigitsModel
 from services.gateway.replicas import ReplicaWatch
 from services.gateway.training import Training
 
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 
 MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 TRAINING = training_pb2.DESCRIPTOR.services_by_name["Training"].full_name
-OIP = open_inference.SERVICE
 HEALTH_POLL_SECONDS = 1.0
 CONTROL_CALLS = 64  # Models, Training and health calls held at once, besides Recognizer calls
 
@@ -65,15 +66,6 @@ def _tls(settings: Settings) -> tuple[bytes, bytes] | None:
     return settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes()
 
 
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("digits")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 async def main() -> None:
     settings = get_settings()
     logs.configure("gateway", settings.log_level)
@@ -93,11 +85,8 @@ async def main() -> None:
     models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, replicas, settings), server)
     training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
     inference_health = InferenceHealth(channel, health_servicer)
-    oip_grpc.add_GRPCInferenceServiceServicer_to_server(
-        OpenInference(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items,
-                      version=_package_version()),
-        server,
-    )
+    digits_model = DigitsModel(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(OpenInference(digits_model, package_version()), server)
     await rpc.set_serving(health_servicer, ["", MODELS, TRAINING, OIP], True)
     await rpc.set_serving(health_servicer, [forwarding.SERVICE], False)
     grpc_address = f"{settings.bind_host}:{settings.gateway_grpc_port}"
@@ -109,7 +98,7 @@ async def main() -> None:
     await server.start()
 
     background = [asyncio.create_task(inference_health.run()), asyncio.create_task(replicas.run())]
-    app = create_app(forwarder, registry, replicas, settings, lambda: inference_health.serving)
+    app = create_app(forwarder, registry, replicas, digits_model, settings, lambda: inference_health.serving)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     ssl_context = None
