@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--top-n", type=int, default=0, help="how many base models the ensembles combine")
     retrain.add_argument("--min-gain", type=float, default=0.0, help="accuracy the winner must add to be activated")
     retrain.add_argument("--parallel", action="store_true", help="one job per candidate, over every worker")
+    retrain.add_argument("--no-final-fit", action="store_true",
+                         help="register the winner as fitted on the split (quicker), not refitted on every digit")
     retrain.add_argument("--wait", action="store_true", help="follow the job to its end with a progress bar")
     retrain.set_defaults(run=_retrain)
 
@@ -135,6 +137,7 @@ def _retrain(client: Client, args: argparse.Namespace) -> int:
             data=args.data, seed=args.seed, limit=args.limit, no_activate=args.no_activate,
             timeout_seconds=args.timeout, candidates=[c for c in args.candidates.split(",") if c],
             params_json=args.params, top_n=args.top_n, min_gain=args.min_gain, parallel=args.parallel,
+            no_final_fit=args.no_final_fit,
         ),
         metadata=client.admin, timeout=30,
     )
@@ -245,7 +248,12 @@ def _show_model(model: models_pb2.Model) -> None:
     print(f"  trained {model.created_at} on {model.dataset.source}, {model.dataset.size} digits "
           f"(sha256 {model.dataset.digest[:12]}), job {model.job_id}, code {model.code_version}")
     print(f"  validation: accuracy {model.accuracy:.4f}, weighted F1 {model.f1_weighted:.4f} "
-          f"on {metrics.get('validation_size', '?')} digits; fit {metrics.get('fit_seconds', '?')} s")
+          f"on {metrics.get('validation_size', '?')} digits; fit {metrics.get('fit_seconds', '?')} s on "
+          f"{metrics.get('train_size', '?')} digits")
+    final = metrics.get("final_fit")
+    if model.fitted_on == "all" and final:
+        print(f"  served model: refitted on all {final['train_size']} digits in {final['fit_seconds']} s (the "
+              "figures above are the split fit's)")
     if "n_support_vectors" in metrics:
         print(f"  support vectors: {metrics['n_support_vectors']}")
     per_class = metrics.get("f1_per_class") or []

@@ -120,6 +120,8 @@ class RetrainSpec:
     parallel: bool = False  # one RQ job per base candidate, then a fan-in job
     # False when a training-scope token started the job: such jobs never change the active model.
     may_activate: bool = True
+    # Refit the winner on every digit of the job before registering it (base candidates; the split's figures stay).
+    final_fit: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(self.candidates))

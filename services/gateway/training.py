@@ -41,7 +41,7 @@ class Training(pb_grpc.TrainingServicer):
             data=request.data, seed=request.seed, validation_fraction=request.validation_fraction or 0.2,
             no_activate=request.no_activate, limit=request.limit, candidates=tuple(request.candidates),
             params=_params(request.params_json), top_n=request.top_n, min_gain=request.min_gain,
-            parallel=request.parallel,
+            parallel=request.parallel, final_fit=not request.no_final_fit,
             # Only a token that may change the active model starts jobs that may change it.
             may_activate="models" in scopes,
         )

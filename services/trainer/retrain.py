@@ -26,10 +26,10 @@ from digits import datasets, jobs
 from digits.candidates import Candidate
 from digits.errors import IntegrityError, NotServable
 from digits.evaluation import beats
-from digits.model import check_round_trip, ready_to_serve
+from digits.model import DigitModel, check_round_trip, ready_to_serve
 from digits.registry import ModelRecord, Registry, serialize
 from digits.settings import get_settings
-from services.trainer.comparison import Fitted, attempt, compare, fit_base, fit_one, winner
+from services.trainer.comparison import Fitted, attempt, compare, fit_base, fit_final, fit_one, winner
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,14 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
         reasons = "; ".join(f"{f.candidate.name}: {f.error}" for f in fitted)
         raise RuntimeError(f"every candidate failed ({reasons})")
     assert best.model is not None
+    served, fitted_on, metrics = best.model, "split", dict(best.metrics)
+    if setup.spec.final_fit and isinstance(best.model, DigitModel):
+        setup.progress(f"refitting {best.candidate.name} on every digit", 0.86)
+        served, metrics["final_fit"] = fit_final(best, setup.split, setup.spec.seed)
+        fitted_on = "all"
     setup.progress("loading the winner back from its blob", 0.88)
-    blob = serialize(best.model)
-    served_check = check_round_trip(best.model, blob, setup.split.x_val[:SERVED_CHECK_ROWS])
+    blob = serialize(served)
+    served_check = check_round_trip(served, blob, setup.split.x_val[:SERVED_CHECK_ROWS])
     setup.progress("comparing with the active model", 0.9)
     active, activate, why = _gate(setup, best.metrics)
     if not setup.spec.may_activate:
@@ -131,8 +136,8 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
 
     setup.progress("registering", 0.95)
     record = setup.registry.register(
-        blob, kind=best.candidate.name, params=dict(best.candidate.params), metrics=best.metrics,
-        dataset=setup.data.record(), split=setup.spec.split_spec(), fitted_on="split", served_check=served_check,
+        blob, kind=best.candidate.name, params=dict(best.candidate.params), metrics=metrics,
+        dataset=setup.data.record(), split=setup.spec.split_spec(), fitted_on=fitted_on, served_check=served_check,
         parent=active.version if active else "", job_id=setup.job_id, code_version=_code_version(),
         report=report,
     )
@@ -149,7 +154,8 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
     setup.progress("done", 1.0)
     return {"version": record.version, "outcome": outcome, "winner": best.candidate.name,
             "accuracy": best.metrics["accuracy"], "f1_weighted": best.metrics["f1_weighted"],
-            "fit_seconds": best.metrics["fit_seconds"], "candidates": [f.row() for f in fitted],
+            "fit_seconds": best.metrics["fit_seconds"], "fitted_on": fitted_on,
+            "final_fit": metrics.get("final_fit"), "candidates": [f.row() for f in fitted],
             "dataset": setup.data.record(), "pruned": pruned}
 
 
