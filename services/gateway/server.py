@@ -6,18 +6,23 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 import grpc
+import redis
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from digits import logs, rpc
+from digits.errors import Unavailable
 from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from digits.redis_connection import connect, connect_async
 from digits.registry import Registry
 from digits.settings import Settings, get_settings
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from services.gateway import forwarding, open_inference
+from services.gateway.blocking import off_loop
 from services.gateway.http import create_app
 from services.gateway.models import Models
 from services.gateway.open_inference import OpenInference
@@ -33,13 +38,21 @@ HEALTH_POLL_SECONDS = 1.0
 CONTROL_CALLS = 64  # Models, Training and health calls held at once, besides Recognizer calls
 
 
-class InferenceHealth:
-    """Mirrors whether any inference replica is SERVING into the gateway's own health for Recognizer."""
+# What Recognizer calls answer while no model exists anywhere (a fresh cluster, an empty registry).
+NO_MODEL = ("no model is active yet; train one: `digits retrain --wait` (on Kubernetes the bootstrap Job does, "
+            "deploy/k8s/bootstrap.yaml)")
 
-    def __init__(self, channel: grpc.aio.Channel, servicer: health.aio.HealthServicer) -> None:
+
+class InferenceHealth:
+    """Mirrors whether any inference replica is SERVING into the gateway's own health for Recognizer, and knows
+    when no model exists at all (no replica serves and the registry has no active version)."""
+
+    def __init__(self, channel: grpc.aio.Channel, servicer: health.aio.HealthServicer, registry: Registry) -> None:
         self._check = health_pb2_grpc.HealthStub(channel).Check
         self._servicer = servicer
+        self._registry = registry
         self.serving = False
+        self.no_model = False
 
     async def run(self) -> None:
         while True:
@@ -48,6 +61,7 @@ class InferenceHealth:
                 self.serving = serving
                 await rpc.set_serving(self._servicer, [forwarding.SERVICE], serving)
                 log.info("inference health changed", extra={"serving": serving})
+            self.no_model = not serving and await self._nothing_active()
             await asyncio.sleep(HEALTH_POLL_SECONDS)
 
     async def _probe(self) -> bool:
@@ -56,6 +70,44 @@ class InferenceHealth:
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def _nothing_active(self) -> bool:
+        try:
+            return await off_loop(self._registry.active_version) is None
+        except (Unavailable, redis.RedisError):
+            return False  # cannot tell: calls wait for a replica, as they do while one loads a model
+
+
+class ModelGate(grpc.GenericRpcHandler):
+    """Recognizer calls answer UNAVAILABLE with ``NO_MODEL`` at once while no model exists, rather than wait for a
+    replica that cannot come until someone trains one (the forwarder waits for a ready replica up to the deadline).
+    """
+
+    def __init__(self, inner: grpc.GenericRpcHandler, no_model: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._no_model = no_model
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = details.method
+        if method not in self._handlers:
+            handler = self._inner.service(details)
+            if handler is None or handler.unary_unary is None:
+                return handler
+            self._handlers[method] = self._gated(handler)
+        return self._handlers[method]
+
+    def _gated(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        behavior: Any = handler.unary_unary  # a coroutine function: this is an asyncio server
+        no_model = self._no_model
+
+        async def gated(request: Any, context: rpc.Context) -> Any:
+            if no_model():
+                raise Unavailable(NO_MODEL)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(gated, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
 
 
 def _tls(settings: Settings) -> tuple[bytes, bytes] | None:
@@ -89,11 +141,11 @@ async def main() -> None:
     server = rpc.create_server(settings.max_message_bytes,
                                max_concurrent_rpcs=2 * settings.gateway_max_in_flight + CONTROL_CALLS)
     health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING, OIP])
-    server.add_generic_rpc_handlers([forwarder.handler()])
     replicas = ReplicaWatch(connect_async(settings), settings.replica_report_seconds)
     models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, replicas, settings), server)
     training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
-    inference_health = InferenceHealth(channel, health_servicer)
+    inference_health = InferenceHealth(channel, health_servicer, registry)
+    server.add_generic_rpc_handlers([ModelGate(forwarder.handler(), lambda: inference_health.no_model)])
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(
         OpenInference(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items,
                       version=_package_version()),
