@@ -175,3 +175,20 @@ def test_the_trainer_liveness_check_sees_its_worker(fresh: LocalStack) -> None:
     check = subprocess.run([sys.executable, "-m", "digits.healthcheck", "--worker"], env=dict(trainer.env),
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stderr
+
+
+def test_tls_with_a_ca_file_from_the_client_and_the_cli(fresh: LocalStack, tmp_path: Path) -> None:
+    from tests.faults.conftest import extra_gateway
+    from tests.faults.test_access import self_signed
+
+    cert, key = self_signed(tmp_path)
+    with extra_gateway(fresh, DIGITS_TLS_CERT_FILE=str(cert), DIGITS_TLS_KEY_FILE=str(key)) as (grpc_port, _):
+        target = f"127.0.0.1:{grpc_port}"
+        with Client(target, tls_ca_file=cert) as secure:
+            secure.wait_until_ready(30)
+            assert secure.models().active_version == fresh.active_version()
+        shown = subprocess.run([sys.executable, "-m", "digits.cli", "--gateway", target, "--tls-ca", str(cert),
+                                "models", "--json"], capture_output=True, text=True, timeout=60, check=True)
+        assert any(json.loads(line)["active"] for line in shown.stdout.splitlines())
+        with Client(target, insecure=True, timeout=3) as plain, pytest.raises(UnavailableError):
+            plain.models()
