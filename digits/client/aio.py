@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -12,27 +11,21 @@ import grpc
 import numpy as np
 
 from digits.client import calls, types
-from digits.client.calls import Call, Connection, ImageInput, RetrainOptions
+from digits.client.calls import Call, Connected, ImageInput, RetrainOptions
 from digits.client.errors import from_rpc_error
-from digits.settings import Settings
 
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(Connected[grpc.aio.Channel]):
     """``Client`` for asyncio: the same options, methods and errors; each call is a coroutine and ``watch`` an
     async iterator. Use it as an async context manager, or ``await close()``."""
 
-    def __init__(self, target: str | None = None, *, tls_ca_file: str | os.PathLike[str] | None = None,
-                 insecure: bool | None = None, token: str | None = None, timeout: float | None = None,
-                 settings: Settings | None = None) -> None:
-        self.connection = Connection.resolve(target, tls_ca_file=tls_ca_file, insecure=insecure, token=token,
-                                             timeout=timeout, settings=settings)
-        credentials = self.connection.credentials()
-        target, options = self.connection.target, self.connection.options
-        self._channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
-                         else grpc.aio.insecure_channel(target, options))
-        self._stubs = calls.stubs(self._channel)
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, int]]
+              ) -> grpc.aio.Channel:
+        if credentials is None:
+            return grpc.aio.insecure_channel(target, options)
+        return grpc.aio.secure_channel(target, credentials, options)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -29,6 +29,7 @@ from digits.v1 import (
 )
 
 T = TypeVar("T")
+ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
 N_PIXELS = 784
 # Replies can be large (a model's report, a batch of 1,024 answers); requests are bounded by the server.
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
@@ -118,10 +119,25 @@ class Connection:
                                 grpc.StatusCode.UNAVAILABLE)
 
 
-def stubs(channel: grpc.Channel | grpc.aio.Channel) -> dict[Service, Any]:
-    """The three services' stubs on one channel (sync or asyncio), by ``Call.service``."""
-    return {"recognizer": recognizer_pb2_grpc.RecognizerStub(channel), "models": models_pb2_grpc.ModelsStub(channel),
-            "training": training_pb2_grpc.TrainingStub(channel)}
+class Connected(Generic[ChannelT]):
+    """What both clients hold: the resolved ``connection``, a channel (sync or asyncio) and the stubs on it."""
+
+    def __init__(self, target: str | None = None, *, tls_ca_file: str | os.PathLike[str] | None = None,
+                 insecure: bool | None = None, token: str | None = None, timeout: float | None = None,
+                 settings: Settings | None = None) -> None:
+        self.connection = Connection.resolve(target, tls_ca_file=tls_ca_file, insecure=insecure, token=token,
+                                             timeout=timeout, settings=settings)
+        self._channel: ChannelT = self._open(self.connection.target, self.connection.credentials(),
+                                             self.connection.options)
+        self._stubs: dict[Service, Any] = {
+            "recognizer": recognizer_pb2_grpc.RecognizerStub(self._channel),
+            "models": models_pb2_grpc.ModelsStub(self._channel),
+            "training": training_pb2_grpc.TrainingStub(self._channel),
+        }
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, int]]
+              ) -> ChannelT:
+        raise NotImplementedError
 
 
 def is_loopback(target: str) -> bool:

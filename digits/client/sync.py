@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -11,14 +10,13 @@ import grpc
 import numpy as np
 
 from digits.client import calls, types
-from digits.client.calls import Call, Connection, ImageInput, RetrainOptions
+from digits.client.calls import Call, Connected, ImageInput, RetrainOptions
 from digits.client.errors import from_rpc_error
-from digits.settings import Settings
 
 T = TypeVar("T")
 
 
-class Client:
+class Client(Connected[grpc.Channel]):
     """A connection to a Digits gateway. Every option left out comes from the settings (``DIGITS_GATEWAY``,
     ``DIGITS_TLS_CA_FILE``, ``DIGITS_INSECURE``, ``DIGITS_TOKEN``, ``DIGITS_CLIENT_TIMEOUT_SECONDS``).
 
@@ -27,16 +25,11 @@ class Client:
     Use it as a context manager, or ``close()`` it.
     """
 
-    def __init__(self, target: str | None = None, *, tls_ca_file: str | os.PathLike[str] | None = None,
-                 insecure: bool | None = None, token: str | None = None, timeout: float | None = None,
-                 settings: Settings | None = None) -> None:
-        self.connection = Connection.resolve(target, tls_ca_file=tls_ca_file, insecure=insecure, token=token,
-                                             timeout=timeout, settings=settings)
-        credentials = self.connection.credentials()
-        target, options = self.connection.target, self.connection.options
-        self._channel = (grpc.secure_channel(target, credentials, options) if credentials
-                         else grpc.insecure_channel(target, options))
-        self._stubs = calls.stubs(self._channel)
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, int]]
+              ) -> grpc.Channel:
+        if credentials is None:
+            return grpc.insecure_channel(target, options)
+        return grpc.secure_channel(target, credentials, options)
 
     def __enter__(self) -> Client:
         return self
