@@ -86,8 +86,11 @@ class Connection:
                 settings: Settings | None = None) -> Connection:
         settings = settings or get_settings()
         target = target or settings.gateway
-        ca_file = tls_ca_file if tls_ca_file is not None else settings.tls_ca_file
-        insecure = insecure if insecure is not None else settings.insecure
+        # A choice made here wins over the settings': insecure=True leaves DIGITS_TLS_CA_FILE aside, a CA file
+        # DIGITS_INSECURE. The same level saying both is a contradiction.
+        ca_file = tls_ca_file if tls_ca_file is not None else (None if insecure else settings.tls_ca_file)
+        if insecure is None and tls_ca_file is None:
+            insecure = settings.insecure
         if insecure and ca_file is not None:
             raise ValueError("insecure (plaintext) and a TLS CA file contradict each other: choose one")
         # Plaintext only when asked, or to this machine: a token never crosses a network in the clear by default.

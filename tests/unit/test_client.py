@@ -165,6 +165,14 @@ def test_plaintext_only_when_asked_or_to_this_machine(tmp_path: Path) -> None:
     assert verified.tls and verified.root_certificates == ca.read_bytes()
     with pytest.raises(ValueError, match="contradict"):
         Connection.resolve("gateway:50051", tls_ca_file=ca, insecure=True, settings=settings())
+    with pytest.raises(ValueError, match="contradict"):
+        Connection.resolve("gateway:50051", settings=settings(tls_ca_file=ca, insecure=True))
+    # What the caller says wins over the settings.
+    assert not Connection.resolve("gateway:50051", insecure=True, settings=settings(tls_ca_file=ca)).tls
+    given_ca = Connection.resolve("gateway:50051", tls_ca_file=ca, settings=settings(insecure=True))
+    assert given_ca.tls and given_ca.root_certificates
+    with_tls = Connection.resolve("127.0.0.1:1", insecure=False, settings=settings(tls_ca_file=ca))
+    assert with_tls.tls and with_tls.root_certificates  # --tls still verifies with DIGITS_TLS_CA_FILE
 
 
 def test_options_come_from_the_settings_unless_given() -> None:
