@@ -32,16 +32,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with Client(args.gateway, tls_ca_file=args.tls_ca, insecure=args.insecure, token=args.token) as client:
+        client = Client(args.gateway, tls_ca_file=args.tls_ca, insecure=args.insecure, token=args.token)
+    except (ValueError, OSError) as error:  # options that contradict each other, a CA file that cannot be read
+        print(f"digits: {error}", file=sys.stderr)
+        return 2
+    try:
+        with client:
             if args.wait_for_gateway:
                 client.wait_until_ready(args.wait_for_gateway)
             return int(args.run(client, args) or 0)
     except DigitsClientError as error:
         print(f"digits: {error}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as error:  # options that contradict each other, a CA file that cannot be read
-        print(f"digits: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -285,3 +285,16 @@ def test_without_a_terminal_the_report_chooses_lines_by_itself() -> None:
     report(job_at(0.3))
     report.finish()
     assert "\r" not in out.getvalue() and out.getvalue().endswith("\n")
+
+
+def test_the_cli_refuses_options_it_cannot_use_before_calling(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from digits import cli
+
+    assert cli.main(["--tls-ca", str(tmp_path / "missing.pem"), "models"]) == 2
+    assert "missing.pem" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # plaintext and TLS at once
+        cli.main(["--insecure", "--tls-ca", str(tmp_path / "ca.pem"), "models"])
+    with pytest.raises(SystemExit) as shown:
+        cli.main(["--version"])
+    assert shown.value.code == 0 and capsys.readouterr().out.startswith("digits ")
