@@ -41,8 +41,8 @@ from bench.model import REPO, default_data_spec, train_or_reuse
 from bench.report import number
 from bench.stack import RunningStack, grpc_requests, grpc_sender, running_stack
 from bench.stats import Cell
+from digits.client import Job as TrainingJob
 from digits.jobs import candidate_job_id
-from digits.v1 import training_pb2
 
 # Four base candidates whose fits cost the same order of time at a few thousand digits, so that the fan-out
 # shows: two SVCs (libsvm, one core each), logistic regression (lbfgs) and k-NN (cheap fit, costly evaluation).
@@ -201,13 +201,12 @@ def _trainer_axis(stack: RunningStack, worker_counts: Sequence[int], data: str, 
         for workers in worker_counts:
             start_more(workers - 1)
             _wait_for_workers(stack, workers)
-            request = training_pb2.RetrainRequest(data=data, candidates=candidates, limit=limit, parallel=True,
-                                                  no_activate=True, seed=0)
             before = os.getloadavg()
             print(f"scaling: fan-out retrain of {','.join(candidates)} on {limit or 'all'} digits with {workers} "
                   f"worker(s) (load {_load_text()})", flush=True)
             started = time.perf_counter()
-            job = stack.stack.retrain(request, timeout=3600)
+            job = stack.stack.retrain(data=data, candidates=candidates, limit=limit, parallel=True, no_activate=True,
+                                     seed=0, timeout=3600)
             seconds = time.perf_counter() - started
             run = TrainerRun(workers, seconds, job.status, job.error, _parts(stack, job, candidates), before)
             print(f"  {workers} worker(s): {seconds:.1f}s, {job.status}{' - ' + job.error if job.error else ''}; "
@@ -216,12 +215,9 @@ def _trainer_axis(stack: RunningStack, worker_counts: Sequence[int], data: str, 
     return runs
 
 
-def _parts(stack: RunningStack, job: training_pb2.Job, candidates: Sequence[str]) -> list[dict[str, Any]]:
+def _parts(stack: RunningStack, job: TrainingJob, candidates: Sequence[str]) -> list[dict[str, Any]]:
     """Each candidate job's worker and duration, and the fit time the fan-in reports for it."""
-    try:
-        result = json.loads(job.result_json) if job.result_json else {}
-    except ValueError:
-        result = {}
+    result = job.result
     fits = {row.get("name"): row.get("fit_seconds") for row in result.get("candidates", [])}
     connection = stack.stack.redis_client()
     parts: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""``digits``: the command line, talking to the gateway over gRPC (``DIGITS_GATEWAY``)."""
+"""``digits``: the command line, talking to the gateway through ``digits.client`` (``DIGITS_GATEWAY``)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,16 @@ import os
 import signal
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import grpc
-
+from digits import package_version
 from digits.candidates import CANDIDATES
-from digits.settings import get_settings
-from digits.v1 import (
-    models_pb2,
-    models_pb2_grpc,
-    recognizer_pb2,
-    recognizer_pb2_grpc,
-    training_pb2,
-    training_pb2_grpc,
-)
+from digits.client import Client, DigitsClientError, Job, Model, ModelList, RetrainOptions
+from digits.client.progress import ProgressReport
+
+BOOTSTRAP_REASON = "bootstrap: the first model"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,37 +32,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    settings = get_settings()
-    with grpc.insecure_channel(args.gateway or settings.gateway) as channel:
-        client = Client(channel, settings.admin_token.get_secret_value())
-        try:
+    try:
+        client = Client(args.gateway, tls_ca_file=args.tls_ca, insecure=args.insecure, token=args.token)
+    except (ValueError, OSError) as error:  # options that contradict each other, a CA file that cannot be read
+        print(f"digits: {error}", file=sys.stderr)
+        return 2
+    try:
+        with client:
+            if args.wait_for_gateway:
+                client.wait_until_ready(args.wait_for_gateway)
             return int(args.run(client, args) or 0)
-        except grpc.RpcError as error:
-            print(f"digits: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 130
-
-
-class Client:
-    def __init__(self, channel: grpc.Channel, admin_token: str) -> None:
-        self.recognizer = recognizer_pb2_grpc.RecognizerStub(channel)
-        self.models = models_pb2_grpc.ModelsStub(channel)
-        self.training = training_pb2_grpc.TrainingStub(channel)
-        self.admin = (("authorization", f"Bearer {admin_token}"),)
+    except DigitsClientError as error:
+        print(f"digits: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digits", description="Talk to a Digits gateway.")
+    parser.add_argument("--version", action="version", version=f"digits {package_version()}")
     parser.add_argument("--gateway", help="host:port of the gateway's gRPC port (default: $DIGITS_GATEWAY)")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--tls-ca", type=Path, metavar="FILE",
+                     help="speak TLS, verifying the gateway with these CA certificates (PEM; $DIGITS_TLS_CA_FILE)")
+    tls.add_argument("--tls", dest="insecure", action="store_const", const=False,
+                     help="speak TLS, verifying the gateway with the system's CAs")
+    tls.add_argument("--insecure", dest="insecure", action="store_const", const=True,
+                     help="speak plaintext (default: plaintext to a loopback address only; $DIGITS_INSECURE)")
+    parser.add_argument("--token", help="bearer token for Models writes and Training calls (default: $DIGITS_TOKEN, "
+                                        "else $DIGITS_ADMIN_TOKEN; the variable keeps it out of `ps`)")
+    parser.add_argument("--wait-for-gateway", type=float, default=0, metavar="SECONDS",
+                        help="wait up to SECONDS for the gateway to accept a connection before the first call")
+    # Every command has --json: one JSON object per line (per item for lists).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="one JSON object per line")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    predict = commands.add_parser("predict", help="read the digit in each image file")
+    predict = commands.add_parser("predict", parents=[common], help="read the digit in each image file")
     predict.add_argument("files", nargs="+", type=Path, metavar="IMAGE")
-    predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.set_defaults(run=_predict)
 
-    retrain = commands.add_parser("retrain", help="enqueue a retrain job")
+    retrain = commands.add_parser("retrain", parents=[common], help="enqueue a retrain job")
     retrain.add_argument("--data", default="", help="sample, idx:DIR or openml (default: the trainer's DIGITS_DATA)")
     retrain.add_argument("--seed", type=int, default=0)
     retrain.add_argument("--limit", type=int, default=0, help="train on at most this many digits")
@@ -82,21 +88,26 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--no-final-fit", action="store_true",
                          help="register the winner as fitted on the split (quicker), not refitted on every digit")
     retrain.add_argument("--wait", action="store_true", help="follow the job to its end with a progress bar")
+    retrain.add_argument("--if-no-model", action="store_true",
+                         help="bootstrap: do nothing if a model is active; follow a retrain already under way rather "
+                              "than start another; activate what it registers (implies --wait)")
     retrain.set_defaults(run=_retrain)
 
-    jobs = commands.add_parser("jobs", help="list retrain jobs, or show / cancel one")
+    jobs = commands.add_parser("jobs", parents=[common], help="list retrain jobs, or show / cancel one")
     jobs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
     jobs.add_argument("id", nargs="?")
     jobs.set_defaults(run=_jobs)
 
-    models = commands.add_parser("models", help="list, show, activate, roll back or pin model versions; history")
+    models = commands.add_parser("models", parents=[common],
+                                 help="list, show, activate, roll back or pin model versions; history")
     models.add_argument("action", nargs="?", default="list",
                         choices=["list", "show", "activate", "rollback", "pin", "unpin", "history"])
     models.add_argument("version", nargs="?")
     models.add_argument("--reason", default="", help="recorded in the promotion log")
     models.set_defaults(run=_models)
 
-    # Everything after `bench` goes to `python -m bench` unparsed ("+" so that "--duration" is not taken as ours).
+    # Everything after `bench` goes to `python -m bench` unparsed ("+" so that "--duration" is not taken as ours);
+    # it writes its results as JSON files of its own.
     bench = commands.add_parser("bench", prefix_chars="+", add_help=False,
                                 help="measure latency and throughput on a local stack (python -m bench --help)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
@@ -115,10 +126,10 @@ def _predict(client: Client, args: argparse.Namespace) -> int:
     failures = 0
     for path in args.files:
         try:
-            answer = client.recognizer.Predict(recognizer_pb2.PredictRequest(image=path.read_bytes()), timeout=30)
-        except (OSError, grpc.RpcError) as error:
+            answer = client.predict(path)
+        except (OSError, DigitsClientError) as error:
             failures += 1
-            reason = error.details() if isinstance(error, grpc.RpcError) else str(error)
+            reason = error.details if isinstance(error, DigitsClientError) else str(error)
             _emit(args.json, {"file": str(path), "error": reason}, f"{path}: error: {reason}")
             continue
         row = {"file": str(path), "digit": answer.digit, "confidence": round(answer.confidence, 4),
@@ -132,119 +143,161 @@ def _emit(as_json: bool, row: dict[str, Any], text: str) -> None:
 
 
 def _retrain(client: Client, args: argparse.Namespace) -> int:
-    job = client.training.Retrain(
-        training_pb2.RetrainRequest(
-            data=args.data, seed=args.seed, limit=args.limit, no_activate=args.no_activate,
-            timeout_seconds=args.timeout, candidates=[c for c in args.candidates.split(",") if c],
-            params_json=args.params, top_n=args.top_n, min_gain=args.min_gain, parallel=args.parallel,
-            no_final_fit=args.no_final_fit,
-        ),
-        metadata=client.admin, timeout=30,
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as error:
+        print(f"digits: --params is not JSON: {error}", file=sys.stderr)
+        return 2
+    options = RetrainOptions(
+        data=args.data, seed=args.seed, limit=args.limit, no_activate=args.no_activate, timeout_seconds=args.timeout,
+        candidates=[c for c in args.candidates.split(",") if c], params=params, top_n=args.top_n,
+        min_gain=args.min_gain, parallel=args.parallel, no_final_fit=args.no_final_fit,
     )
-    print(f"job {job.id} enqueued")
-    if not args.wait:
+    if args.if_no_model:
+        return _bootstrap(client, options, args.json)
+    job = client.retrain(**options)
+    _emit(args.json, asdict(job), f"job {job.id} enqueued")
+    return _exit_code(_follow(client, job, args.json)) if args.wait else 0
+
+
+def _bootstrap(client: Client, options: RetrainOptions, as_json: bool) -> int:
+    """Train the first model, once: what the Kubernetes bootstrap Job runs, as often as it likes."""
+    active = client.models(limit=1).active_version
+    if active:
+        _emit(as_json, {"active_version": active, "outcome": "nothing to do"},
+              f"model {active} is active: nothing to do")
         return 0
-    for update in client.training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=client.admin):
-        progress_bar(update)
-        job = update
-    print()
-    if job.status != "finished":
-        print(f"job {job.id} {job.status}: {job.error}", file=sys.stderr)
+    job = next((j for j in client.jobs() if not j.ended), None)
+    if job is not None:
+        _emit(as_json, asdict(job), f"job {job.id} is already under way ({job.status}): following it")
+    else:
+        job = client.retrain(**options)
+        _emit(as_json, asdict(job), f"job {job.id} enqueued")
+    job = _follow(client, job, as_json)
+    if job.status != "finished" or client.models(limit=1).active_version:
+        return _exit_code(job)
+    # A job that registered without activating (started with --no-activate, or by the training token).
+    if not job.version:
+        print(f"digits: job {job.id} registered no model", file=sys.stderr)
         return 1
-    print(job.outcome)
+    done = client.activate(job.version, reason=BOOTSTRAP_REASON)
+    _emit(as_json, asdict(done), f"activated {done.active_version}")
     return 0
 
 
-def progress_bar(job: training_pb2.Job, width: int = 30) -> None:
-    filled = round(job.progress * width)
-    bar = "#" * filled + "-" * (width - filled)
-    print(f"\r[{bar}] {job.progress * 100:5.1f}%  {job.status}: {job.stage[:60]:<60}", end="", flush=True)
+def _follow(client: Client, job: Job, as_json: bool) -> Job:
+    """Watch a job to its end: JSON lines, or a progress bar (a terminal) / progress lines (anything else); then
+    say how it ended."""
+    if as_json:
+        job = client.wait(job.id, on_progress=lambda update: _emit(True, asdict(update), ""))
+    else:
+        report = ProgressReport(sys.stdout)
+        try:
+            job = client.wait(job.id, on_progress=report)
+        finally:
+            report.finish()
+    if job.status != "finished":
+        print(f"job {job.id} {job.status}: {job.error}", file=sys.stderr)
+    elif not as_json:
+        print(job.outcome)
+    return job
+
+
+def _exit_code(job: Job) -> int:
+    return 0 if job.status == "finished" else 1
 
 
 def _jobs(client: Client, args: argparse.Namespace) -> int:
     if args.action == "list":
-        reply = client.training.ListJobs(training_pb2.ListJobsRequest(), metadata=client.admin, timeout=30)
+        listed = client.jobs()
+        if args.json:
+            _lines(asdict(j) for j in listed)
+            return 0
         _table(["JOB", "STATUS", "STAGE", "VERSION", "ENQUEUED", "OUTCOME / ERROR"],
                ([j.id[:12], j.status, j.stage[:30], j.version, j.enqueued_at, (j.outcome or j.error)[:80]]
-                for j in reply.jobs))
+                for j in listed))
         return 0
     if not args.id:
         print("digits jobs show|cancel needs a job id", file=sys.stderr)
         return 2
-    request = training_pb2.GetJobRequest(id=args.id)
-    call = client.training.GetJob if args.action == "show" else client.training.CancelJob
-    job = call(request, metadata=client.admin, timeout=30)
-    print(json.dumps(_job_dict(job), indent=2))
+    job = client.job(args.id) if args.action == "show" else client.cancel(args.id)
+    print(json.dumps(asdict(job), indent=None if args.json else 2))
     return 0
 
 
-def _job_dict(job: training_pb2.Job) -> dict[str, Any]:
-    return {"id": job.id, "status": job.status, "stage": job.stage, "progress": job.progress, "error": job.error,
-            "version": job.version, "outcome": job.outcome, "enqueued_at": job.enqueued_at,
-            "started_at": job.started_at, "ended_at": job.ended_at, "spec": json.loads(job.spec_json or "{}"),
-            "result": json.loads(job.result_json or "{}")}
+def _lines(rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+        print(json.dumps(row))
 
 
 def _models(client: Client, args: argparse.Namespace) -> int:
     if args.action == "list":
-        reply = client.models.ListModels(models_pb2.ListModelsRequest(), timeout=30)
-        _table(["", "VERSION", "KIND", "ACCURACY", "F1", "DATA", "CREATED", "NOTE"],
-               (["*" if m.active else "", m.version, m.kind, f"{m.accuracy:.4f}", f"{m.f1_weighted:.4f}",
-                 f"{m.dataset.source} ({m.dataset.size})", m.created_at, _note(m)] for m in reply.models))
-        _replicas(reply)
+        listed = client.models()
+        if args.json:
+            _lines(asdict(m) for m in listed.models)
+        else:
+            _table(["", "VERSION", "KIND", "ACCURACY", "F1", "DATA", "CREATED", "NOTE"],
+                   (["*" if m.active else "", m.version, m.kind, f"{m.accuracy:.4f}", f"{m.f1_weighted:.4f}",
+                     f"{m.dataset.source} ({m.dataset.size})", m.created_at, _note(m)] for m in listed.models))
+            _replicas(listed)
+        _warn_replicas_behind(listed)
         return 0
     if args.action == "history":
-        promotions = client.models.ListPromotions(models_pb2.ListPromotionsRequest(), timeout=30).promotions
+        promotions = client.history()
+        if args.json:
+            _lines(asdict(p) for p in promotions)
+            return 0
         _table(["WHEN", "ACTION", "FROM", "TO", "JOB", "WHY"],
                ([p.when, p.action, p.from_version or "-", p.to_version, p.job[:12], p.why] for p in promotions))
         return 0
     if args.action == "rollback":
-        done = client.models.Rollback(models_pb2.RollbackRequest(reason=args.reason), metadata=client.admin,
-                                      timeout=30)
-        print(f"rolled back from {done.previous_version} to {done.active_version}")
+        done = client.rollback(args.reason)
+        _emit(args.json, asdict(done), f"rolled back from {done.previous_version} to {done.active_version}")
         return 0
     if not args.version:
         print(f"digits models {args.action} needs a version", file=sys.stderr)
         return 2
     if args.action in ("pin", "unpin"):
-        model = client.models.PinModel(models_pb2.PinModelRequest(version=args.version, pinned=args.action == "pin"),
-                                       metadata=client.admin, timeout=30)
-        print(f"{model.version} {'pinned: retention never prunes it' if model.pinned else 'unpinned'}")
+        model = client.pin(args.version) if args.action == "pin" else client.unpin(args.version)
+        _emit(args.json, asdict(model),
+              f"{model.version} {'pinned: retention never prunes it' if model.pinned else 'unpinned'}")
         return 0
     if args.action == "activate":
-        done = client.models.ActivateModel(
-            models_pb2.ActivateModelRequest(version=args.version, reason=args.reason), metadata=client.admin,
-            timeout=60,
-        )
-        print(f"active: {done.active_version} (was {done.previous_version or 'none'})")
+        done = client.activate(args.version, args.reason)
+        _emit(args.json, asdict(done), f"active: {done.active_version} (was {done.previous_version or 'none'})")
         return 0
-    model = client.models.GetModel(models_pb2.GetModelRequest(version=args.version), timeout=30)
-    _show_model(model)
+    model = client.model(args.version)
+    if args.json:
+        _emit(True, asdict(model), "")
+    else:
+        _show_model(model)
     return 0
 
 
-def _note(model: models_pb2.Model) -> str:
+def _note(model: Model) -> str:
     return ", ".join(word for word, on in (("pinned", model.pinned), ("pruned", bool(model.pruned_at))) if on)
 
 
-def _replicas(reply: models_pb2.ListModelsResponse) -> None:
-    """Which version each replica serves, and a warning when one disagrees with the active pointer."""
-    if not reply.replicas:
+def _replicas(listed: ModelList) -> None:
+    """Which version each replica serves."""
+    if not listed.replicas:
         print("\nreplicas: none reported in the last few seconds")
         return
     print()
     _table(["REPLICA", "SERVES", "STATE", "WHY"],
-           ([r.id, r.version or "-", r.state, r.error[:80]] for r in reply.replicas))
-    behind = [r.id for r in reply.replicas if r.version != reply.active_version]
+           ([r.id, r.version or "-", r.state, r.error[:80]] for r in listed.replicas))
+
+
+def _warn_replicas_behind(listed: ModelList) -> None:
+    behind = [r.id for r in listed.replicas_behind]
     if behind:
-        print(f"warning: {len(behind)} of {len(reply.replicas)} replicas do not serve the active version "
-              f"{reply.active_version}: {', '.join(behind)}", file=sys.stderr)
+        print(f"warning: {len(behind)} of {len(listed.replicas)} replicas do not serve the active version "
+              f"{listed.active_version}: {', '.join(behind)}", file=sys.stderr)
 
 
-def _show_model(model: models_pb2.Model) -> None:
-    metrics = json.loads(model.metrics_json or "{}")
-    report = json.loads(model.report_json or "{}")
-    print(f"{model.version}{' (active)' if model.active else ''}: {model.kind} {model.params_json}")
+def _show_model(model: Model) -> None:
+    metrics, report = model.metrics, model.report
+    print(f"{model.version}{' (active)' if model.active else ''}: {model.kind} {json.dumps(model.params)}")
     print(f"  trained {model.created_at} on {model.dataset.source}, {model.dataset.size} digits "
           f"(sha256 {model.dataset.digest[:12]}), job {model.job_id}, code {model.code_version}")
     print(f"  validation: accuracy {model.accuracy:.4f}, weighted F1 {model.f1_weighted:.4f} "

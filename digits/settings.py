@@ -50,6 +50,18 @@ class Settings(BaseSettings):
                                   description="where the gateway finds replicas (`dns:///inference:50052` in compose)")
     bind_host: str = Field("0.0.0.0", description="the address services listen on (local mode: 127.0.0.1)")
     gateway: str = Field("127.0.0.1:50051", description="where the CLI and `digits.client` find the gateway")
+    # How the CLI and `digits.client` reach the gateway (besides `gateway`, above).
+    tls_ca_file: Path | None = Field(None, description="the CLI and `digits.client`: the CA certificates (PEM) that "
+                                                       "verify the gateway's TLS certificate; set, they speak TLS")
+    insecure: bool | None = Field(None, description="the CLI and `digits.client`: `true` speaks plaintext to the "
+                                                    "gateway, `false` TLS (the system's CAs unless "
+                                                    "`DIGITS_TLS_CA_FILE`); unset: plaintext to a loopback address "
+                                                    "only")
+    token: SecretStr | None = Field(None, description="the bearer token the CLI and `digits.client` send with "
+                                                      "`Models` writes and `Training` calls; unset: "
+                                                      "`DIGITS_ADMIN_TOKEN`")
+    client_timeout_seconds: float = Field(30.0, gt=0, description="the CLI and `digits.client`: the deadline of "
+                                                                  "each call (a watched job has none)")
     metrics_port: int = Field(0, description="inference's Prometheus port; 0 = none (the gateway serves /metrics "
                                              "on HTTP); local mode: replica port + 1000")
 

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from digits import healthcheck
+from digits.client.progress import ProgressReport
 from digits.errors import FailedPrecondition, IntegrityError, NotServable
 from digits.stack import secrets
 from digits.stack.local import REPO, LocalStack
@@ -74,8 +75,11 @@ def up(stack: LocalStack, args: argparse.Namespace) -> int:
     if why:
         data = stack.env.get("DIGITS_DATA", "sample")
         print(f"{why}: training the production recipe on '{data}' ...")
-        job = stack.retrain(on_progress=_progress)
-        print()
+        report = ProgressReport(sys.stdout)
+        try:
+            job = stack.retrain(on_progress=report)
+        finally:
+            report.finish()
         if job.status != "finished":
             print(f"Training failed: {job.error}", file=sys.stderr)
             return 1
@@ -105,12 +109,6 @@ def _why_train_first(stack: LocalStack) -> str:
         # A registry kept in .run/ from an older Digits (HMAC-signed) or another key pair: nothing would serve.
         return f"The active model {active} cannot serve ({error})"
     return ""
-
-
-def _progress(job: object) -> None:
-    from digits.cli import progress_bar
-
-    progress_bar(job)  # type: ignore[arg-type]
 
 
 def write_sample_digit(run_dir: Path) -> Path:

@@ -17,18 +17,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Unpack
 from urllib.parse import urlsplit
 
-import grpc
 import redis
 
 from digits import healthcheck, redis_users
+from digits.client import Client, Job, RetrainOptions
 from digits.registry import Registry
 from digits.settings import DEV_ADMIN_TOKEN
 from digits.signing import SigningKey, Verifier
 from digits.stack import compose, secrets
 from digits.stack.supervisor import ProcessSpec
-from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 RECOGNIZER = "digits.v1.Recognizer"
@@ -233,31 +233,24 @@ class LocalStack:
         self.wait_until(lambda: healthcheck.is_serving(self.ports.gateway, RECOGNIZER),
                         "gateway serving Predict", timeout)
 
-    def active_version(self) -> str:
-        with grpc.insecure_channel(self.ports.gateway) as channel:
-            reply = models_pb2_grpc.ModelsStub(channel).ListModels(models_pb2.ListModelsRequest(limit=1), timeout=10)
-        return str(reply.active_version)
+    def client(self) -> Client:
+        """A ``digits.client`` for this stack's gateway, with its admin token."""
+        return Client(self.ports.gateway, insecure=True, token=self.env[secrets.ADMIN_TOKEN])
 
-    def retrain(self, request: training_pb2.RetrainRequest | None = None,
-                on_progress: Callable[[training_pb2.Job], None] | None = None,
-                timeout: float = 1800.0) -> training_pb2.Job:
+    def active_version(self) -> str:
+        with self.client() as client:
+            return client.models(limit=1).active_version
+
+    def retrain(self, *, on_progress: Callable[[Job], None] | None = None, timeout: float = 1800.0,
+                **options: Unpack[RetrainOptions]) -> Job:
         """Enqueue a retrain through the gateway and follow it to its end."""
-        admin = (("authorization", f"Bearer {self.env['DIGITS_ADMIN_TOKEN']}"),)
-        with grpc.insecure_channel(self.ports.gateway) as channel:
-            training = training_pb2_grpc.TrainingStub(channel)
-            job = training.Retrain(request or training_pb2.RetrainRequest(), metadata=admin, timeout=30)
-            for update in training.WatchJob(training_pb2.GetJobRequest(id=job.id), metadata=admin, timeout=timeout):
-                if on_progress:
-                    on_progress(update)
-                job = update
-        return job
+        with self.client() as client:
+            return client.wait(client.retrain(**options).id, timeout=timeout, on_progress=on_progress)
 
     def activate(self, version: str, reason: str) -> None:
         """Activate a version through the gateway, as an admin would."""
-        admin = (("authorization", f"Bearer {self.env['DIGITS_ADMIN_TOKEN']}"),)
-        with grpc.insecure_channel(self.ports.gateway) as channel:
-            models_pb2_grpc.ModelsStub(channel).ActivateModel(
-                models_pb2.ActivateModelRequest(version=version, reason=reason), metadata=admin, timeout=30)
+        with self.client() as client:
+            client.activate(version, reason)
 
     def redis_client(self, user: str = "admin") -> redis.Redis:
         """A client authenticated as one of the stack's Redis users (the admin by default)."""

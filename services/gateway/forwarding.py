@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from prometheus_client import Counter
 
-from digits.errors import Overloaded
+from digits.errors import Overloaded, Unavailable
 from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.coalescing import Coalescer
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+# What predictions answer while no model exists anywhere (a fresh cluster, an empty registry).
+NO_MODEL = ("no model is active yet; train one: `digits retrain --wait` (on Kubernetes the bootstrap Job does, "
+            "deploy/k8s/bootstrap.yaml)")
 SHED = Counter("digits_gateway_shed_total",
                "Recognizer calls refused because too many calls or request bytes were in flight.")
 
@@ -72,7 +75,8 @@ class Forwarder:
     queueing without bound behind a saturated inference. No call waits longer than ``max_timeout``.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, settings: Settings) -> None:
+    def __init__(self, channel: grpc.aio.Channel, settings: Settings, no_model: Callable[[], bool]) -> None:
+        self._no_model = no_model
         self._default_timeout = settings.inference_timeout_seconds
         self._max_timeout = settings.max_deadline_seconds
         self._max_in_flight = settings.gateway_max_in_flight
@@ -109,7 +113,10 @@ class Forwarder:
 
     @contextlib.contextmanager
     def admitted(self, size: int) -> Iterator[None]:
-        """Hold one call of ``size`` request bytes in flight, or refuse it as overloaded."""
+        """Hold one call of ``size`` request bytes in flight, or refuse it: no model exists yet, or overloaded."""
+        if self._no_model():
+            # Rather than wait for a replica that cannot come until someone trains a model.
+            raise Unavailable(NO_MODEL)
         if self._in_flight >= self._max_in_flight:
             SHED.inc()
             raise Overloaded(f"the gateway is at its limit of {self._max_in_flight} calls in flight; retry shortly")

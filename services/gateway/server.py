@@ -8,16 +8,19 @@ import logging
 import ssl
 
 import grpc
+import redis
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from digits import logs, package_version, rpc
+from digits.errors import Unavailable
 from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from digits.redis_connection import connect, connect_async
 from digits.registry import Registry
 from digits.settings import Settings, get_settings
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from services.gateway import forwarding
+from services.gateway.blocking import off_loop
 from services.gateway.http import create_app
 from services.gateway.models import Models
 from services.gateway.open_inference.grpc_service import SERVICE as OIP
@@ -35,12 +38,15 @@ CONTROL_CALLS = 64  # Models, Training and health calls held at once, besides Re
 
 
 class InferenceHealth:
-    """Mirrors whether any inference replica is SERVING into the gateway's own health for Recognizer."""
+    """Mirrors whether any inference replica is SERVING into the gateway's own health for Recognizer, and knows
+    when no model exists at all (no replica serves and the registry has no active version)."""
 
-    def __init__(self, channel: grpc.aio.Channel, servicer: health.aio.HealthServicer) -> None:
+    def __init__(self, channel: grpc.aio.Channel, servicer: health.aio.HealthServicer, registry: Registry) -> None:
         self._check = health_pb2_grpc.HealthStub(channel).Check
         self._servicer = servicer
+        self._registry = registry
         self.serving = False
+        self.no_model = False
 
     async def run(self) -> None:
         while True:
@@ -49,6 +55,7 @@ class InferenceHealth:
                 self.serving = serving
                 await rpc.set_serving(self._servicer, [forwarding.SERVICE], serving)
                 log.info("inference health changed", extra={"serving": serving})
+            self.no_model = not serving and await self._nothing_active()
             await asyncio.sleep(HEALTH_POLL_SECONDS)
 
     async def _probe(self) -> bool:
@@ -57,6 +64,12 @@ class InferenceHealth:
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def _nothing_active(self) -> bool:
+        try:
+            return await off_loop(self._registry.active_version) is None
+        except (Unavailable, redis.RedisError):
+            return False  # cannot tell: calls wait for a replica, as they do while one loads a model
 
 
 def _tls(settings: Settings) -> tuple[bytes, bytes] | None:
@@ -73,18 +86,18 @@ async def main() -> None:
     registry = Registry.from_settings(settings, timeout=2.0)
     connection = connect(settings, timeout=2.0)
 
-    channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
-    forwarder = forwarding.Forwarder(channel, settings)
     # gRPC refuses calls beyond these before reading their bytes: Recognizer calls past the forwarder's limit
     # (which it sheds with a retry hint) plus room for Models, Training and health.
     server = rpc.create_server(settings.max_message_bytes,
                                max_concurrent_rpcs=2 * settings.gateway_max_in_flight + CONTROL_CALLS)
     health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING, OIP])
+    channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
+    inference_health = InferenceHealth(channel, health_servicer, registry)
+    forwarder = forwarding.Forwarder(channel, settings, no_model=lambda: inference_health.no_model)
     server.add_generic_rpc_handlers([forwarder.handler()])
     replicas = ReplicaWatch(connect_async(settings), settings.replica_report_seconds)
     models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, replicas, settings), server)
     training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
-    inference_health = InferenceHealth(channel, health_servicer)
     digits_model = DigitsModel(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(OpenInference(digits_model, package_version()), server)
     await rpc.set_serving(health_servicer, ["", MODELS, TRAINING, OIP], True)

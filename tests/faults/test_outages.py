@@ -123,6 +123,6 @@ def test_worker_loss(stack: LocalStack) -> None:
         assert any(j.id == job.id and j.status == "failed" for j in listed.jobs)
         assert snapshot(registry) == before
 
-        again = stack.retrain(training_pb2.RetrainRequest(limit=1000, no_activate=True), timeout=120)
+        again = stack.retrain(limit=1000, no_activate=True, timeout=120)
         assert again.status == "finished" and again.version
     assert running_process_groups(stack.run_dir)["trainer"] != worker

@@ -19,7 +19,7 @@ from digits.healthcheck import is_serving
 from digits.registry import Registry, blob_key, serialize
 from digits.signing import SigningKey, Verifier
 from digits.stack.local import METRICS_OFFSET, LocalStack
-from digits.v1 import models_pb2, models_pb2_grpc, training_pb2
+from digits.v1 import models_pb2, models_pb2_grpc
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
 from tests.stacks import running_process_groups
@@ -29,7 +29,7 @@ SWAP_LAG_SECONDS = 2.0  # pub/sub + fetch + verify + warm of the sample model, w
 
 
 def train(stack: LocalStack, seed: int) -> str:
-    job = stack.retrain(training_pb2.RetrainRequest(seed=seed, limit=1000, no_activate=True), timeout=120)
+    job = stack.retrain(seed=seed, limit=1000, no_activate=True, timeout=120)
     assert job.status == "finished", job.error
     return str(job.version)
 

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,6 +19,7 @@ import redis
 from rq import Queue
 from rq.job import Job
 
+from digits.client import Job as TrainingJob
 from digits.healthcheck import is_serving
 from digits.registry import ACTIVE_KEY, blob_key
 from digits.stack import secrets
@@ -29,8 +31,8 @@ from tests.integration.digits_data import held_out
 RECOGNIZER = "digits.v1.Recognizer"
 
 
-def train(stack: LocalStack, **fields: object) -> training_pb2.Job:
-    job = stack.retrain(training_pb2.RetrainRequest(no_activate=True, **fields), timeout=300)  # type: ignore[arg-type]
+def train(stack: LocalStack, **fields: Any) -> TrainingJob:
+    job = stack.retrain(no_activate=True, timeout=300, **fields)
     assert job.status == "finished", job.error
     return job
 
@@ -66,7 +68,7 @@ def test_an_activated_ensemble_is_served_by_every_replica_and_a_new_one(
 ) -> None:
     before = listing(models).active_version
     job = train(stack, candidates=["knn", "logreg", ensemble], limit=1000)
-    assert f'"winner": "{ensemble}"' in job.result_json, "the ensemble should win this job (seed 0, 1,000 digits)"
+    assert job.result.get("winner") == ensemble, "the ensemble should win this job (seed 0, 1,000 digits)"
     models.ActivateModel(models_pb2.ActivateModelRequest(version=job.version, reason="fault test"), metadata=ADMIN,
                          timeout=30)
     try:

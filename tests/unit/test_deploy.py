@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
-from digits.stack import compose
+from digits.healthcheck import worker_alive
+from digits.stack import compose, secrets
 from digits.stack.local import local_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,12 +68,13 @@ def test_secrets_are_generated_never_shipped_and_each_pod_gets_only_its_own() ->
         "gateway": {"DIGITS_REGISTRY_PUBLIC_KEYS", "DIGITS_REDIS_GATEWAY_PASSWORD", "DIGITS_ADMIN_TOKEN",
                     "DIGITS_TRAINING_TOKEN"},
         "trainer": {"DIGITS_REGISTRY_PUBLIC_KEYS", "DIGITS_REDIS_TRAINER_PASSWORD", "DIGITS_REGISTRY_SIGNING_KEY"},
+        "bootstrap": {"DIGITS_ADMIN_TOKEN"},
     }
-    for deployment in (d for d in documents() if d["kind"] == "Deployment"):
-        container = deployment["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    for workload in (d for d in documents() if d["kind"] in ("Deployment", "Job")):
+        container = workload["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
         assert not any("secretRef" in source for source in container.get("envFrom", []))
         keys = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
-        assert keys == expected[deployment["metadata"]["name"]]  # type: ignore[index]
+        assert keys == expected[workload["metadata"]["name"]]  # type: ignore[index]
 
 
 def test_only_digits_pods_reach_redis_and_redis_enforces_its_users() -> None:
@@ -188,3 +193,191 @@ def test_the_build_context_leaves_out_local_state_and_keeps_what_the_dockerfile_
     assert "protos" in sources and "uv.lock" in sources
     for source in sources:
         assert (REPO / source).exists() and not dockerignored(source, patterns), source
+
+
+# -- What an operator applies: the restricted pod security standard, tags in one place, bootstrap, probes ---------
+
+def workloads() -> dict[str, dict[str, Any]]:
+    """Every resource that runs pods, by name."""
+    return {d["metadata"]["name"]: d for d in documents()  # type: ignore[index]
+            if d["kind"] in ("Deployment", "StatefulSet", "Job")}
+
+
+def pod_spec(name: str) -> dict[str, Any]:
+    return workloads()[name]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def kustomization() -> dict[str, Any]:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())  # type: ignore[no-any-return]
+
+
+def config() -> dict[str, str]:
+    return next(d for d in documents() if d["kind"] == "ConfigMap")["data"]  # type: ignore[return-value]
+
+
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                   "secret"}
+
+
+def test_every_container_passes_the_restricted_pod_security_standard() -> None:
+    """kubernetes.io/docs/concepts/security/pod-security-standards/#restricted; the namespace enforces it too."""
+    namespace = next(d for d in documents() if d["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"  # type: ignore[index]
+    assert set(workloads()) == {"gateway", "inference", "trainer", "redis", "bootstrap"}
+    for name in workloads():
+        spec = pod_spec(name)
+        pod = spec.get("securityContext", {})
+        assert not any(spec.get(f) for f in ("hostNetwork", "hostPID", "hostIPC")), name
+        for volume in spec.get("volumes", []):
+            assert set(volume) - {"name"} <= ALLOWED_VOLUMES, (name, volume)
+        for container in containers(spec):
+            where = f"{name}/{container['name']}"
+            own = container.get("securityContext", {})
+            effective = {**pod, **own}  # a container's setting wins over the pod's
+            assert own.get("allowPrivilegeEscalation") is False, where
+            assert effective.get("runAsNonRoot") is True and effective.get("runAsUser", 1) != 0, where
+            assert "ALL" in own.get("capabilities", {}).get("drop", []), where
+            assert set(own.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}, where
+            assert effective.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"), where
+            assert not own.get("privileged"), where
+            assert own.get("readOnlyRootFilesystem") is True, where
+            assert not any(p.get("hostPort") for p in container.get("ports", [])), where
+
+
+def test_python_services_get_writable_scratch_space_on_their_read_only_filesystems() -> None:
+    for name in ("gateway", "inference", "trainer"):
+        spec = pod_spec(name)
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], name
+    for name in ("gateway", "trainer"):  # matplotlib writes its cache under MPLCONFIGDIR
+        env = {e["name"]: e.get("value") for e in pod_spec(name)["containers"][0]["env"]}
+        assert env["MPLCONFIGDIR"].startswith("/tmp/"), name
+    trainer_mounts = [m["mountPath"] for m in pod_spec("trainer")["containers"][0]["volumeMounts"]]
+    cache_dir = dockerfile_env("trainer")["DIGITS_CACHE_DIR"]
+    assert any(cache_dir.startswith(path + "/") for path in trainer_mounts), "the trainer's data cache is read-only"
+
+
+def dockerfile_env(target: str) -> dict[str, str]:
+    """The ENV a Dockerfile target's image runs with."""
+    env: dict[str, str] = {}
+    for stage in reversed(lineage(dockerfile_stages(DOCKERFILE.read_text()), target)):
+        for instruction, arguments in stage.steps:
+            if instruction == "ENV":
+                env.update(word.split("=", 1) for word in arguments.split() if "=" in word)  # type: ignore[misc]
+    return env
+
+
+def test_images_are_tagged_in_one_place_the_kustomization() -> None:
+    tags = {image["name"]: image["newTag"] for image in kustomization()["images"]}
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert {name: tag for name, tag in tags.items() if name.startswith("digits-")} == {
+        "digits-gateway": version, "digits-inference": version, "digits-trainer": version}
+    assert all(tag and tag != "latest" for tag in tags.values())
+    used = {c["image"] for name in workloads() for c in containers(pod_spec(name))}
+    assert used == set(tags), "every image in the manifests is named, untagged, in the kustomization's images"
+    for path in K8S.glob("*.yaml"):
+        assert ":latest" not in path.read_text(), path.name
+
+
+def test_kustomize_renders_tagged_images_that_validate(tmp_path: Path) -> None:
+    """What `kubectl apply -k` sends, where kubectl is installed (it is not a dependency)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    for path in K8S.glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "secrets.env").write_text(secrets.env_file(secrets.generate()))
+    rendered = subprocess.run([kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                              check=True).stdout
+    images = re.findall(r"^\s+image: (\S+)$", rendered, flags=re.MULTILINE)
+    assert images and all(re.fullmatch(r"[\w./-]+:[\w.-]+", image) for image in images), images
+    (tmp_path / "rendered.yaml").write_text(rendered)
+    validator = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run([str(validator), "--strict", "--quiet", str(tmp_path / "rendered.yaml")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_bootstrap_job_trains_the_first_model_through_the_cli() -> None:
+    from digits import cli
+
+    job = workloads()["bootstrap"]
+    assert job["kind"] == "Job" and "bootstrap.yaml" in kustomization()["resources"]
+    spec = pod_spec("bootstrap")
+    container = spec["containers"][0]
+    assert spec["restartPolicy"] in ("OnFailure", "Never") and job["spec"]["backoffLimit"] > 0
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "digits.cli"]
+    args = cli._parser().parse_args(command[3:])  # the CLI of this very checkout accepts it
+    assert args.run is cli._retrain and args.if_no_model and args.wait_for_gateway > 0
+    env = {e["name"]: e for e in container["env"]}
+    gateway: Any = next(d for d in documents() if d["kind"] == "Service" and d["metadata"]["name"] == "gateway")  # type: ignore[index]
+    grpc_port = next(p["port"] for p in gateway["spec"]["ports"] if p["name"] == "grpc")
+    assert env["DIGITS_GATEWAY"]["value"] == f"gateway.digits.svc.cluster.local:{grpc_port}"
+    assert env["DIGITS_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "DIGITS_ADMIN_TOKEN"
+    assert "part-of" not in str(job["spec"]["template"]["metadata"]["labels"]), "it needs no Redis"
+
+
+def test_probes_tell_ready_from_alive_and_the_shutdown_fits_its_grace_period() -> None:
+    gateway = pod_spec("gateway")["containers"][0]
+    # Ready when it serves its own RPCs (service ""), not only once a model exists: the bootstrap Job needs it.
+    assert gateway["readinessProbe"]["grpc"].get("service", "") == ""
+    inference = pod_spec("inference")["containers"][0]
+    assert inference["readinessProbe"]["grpc"]["service"] == "digits.v1.Recognizer"
+    drain = float(config()["DIGITS_SHUTDOWN_NOTICE_SECONDS"]) + float(config()["DIGITS_SHUTDOWN_GRACE_SECONDS"])
+    for name, container in (("gateway", gateway), ("inference", inference)):
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep" and float(command[1]) >= 3, name  # /bin/sleep is in python:3.11-slim
+        assert pod_spec(name)["terminationGracePeriodSeconds"] >= float(command[1]) + drain + 2, name
+
+
+def test_the_trainer_is_probed_by_its_worker_heartbeat_like_in_compose() -> None:
+    trainer = pod_spec("trainer")["containers"][0]
+    compose_test = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["trainer"]["healthcheck"]
+    command = ["python", "-m", "digits.healthcheck", "--worker"]
+    assert compose_test["test"] == ["CMD", *command]
+    assert trainer["livenessProbe"]["exec"]["command"] == command
+    assert trainer["startupProbe"]["exec"]["command"] == command
+    # A worker heartbeats at least every (RQ's worker_ttl - 15) s while idle; the probe tolerates a missed one.
+    assert trainer["livenessProbe"]["periodSeconds"] * trainer["livenessProbe"]["failureThreshold"] >= 60
+
+
+class Workers:
+    """The two Redis calls the worker check makes."""
+
+    def __init__(self, registered: set[bytes], alive: set[bytes]) -> None:
+        self.registered, self.alive = registered, alive
+
+    def smembers(self, key: str) -> set[bytes]:
+        assert key == "rq:workers:training"
+        return self.registered
+
+    def exists(self, key: bytes) -> int:
+        return int(key in self.alive)
+
+
+def test_the_worker_check_finds_this_hosts_live_worker_only() -> None:
+    mine, other = b"rq:worker:trainer-pod-a-1", b"rq:worker:trainer-pod-b-1"
+    assert worker_alive(Workers({mine, other}, {mine}), "pod-a")  # type: ignore[arg-type]
+    assert not worker_alive(Workers({mine, other}, {other}), "pod-a")  # type: ignore[arg-type]  # expired
+    assert not worker_alive(Workers({other}, {other}), "pod-a")  # type: ignore[arg-type]
+    assert not worker_alive(Workers({b"rq:worker:trainer-pod-a-extra-1"}, set()), "pod-a")  # type: ignore[arg-type]
+
+
+def test_the_worker_check_names_what_rq_and_the_trainer_name() -> None:
+    import inspect
+
+    from rq.worker import Worker
+    from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+    from digits import healthcheck, jobs
+    from services.trainer import __main__ as trainer
+
+    assert Worker.redis_worker_namespace_prefix == healthcheck.RQ_WORKER_KEY_PREFIX
+    assert healthcheck.RQ_WORKERS_BY_QUEUE_KEY == WORKERS_BY_QUEUE_KEY and healthcheck.QUEUE == jobs.QUEUE
+    assert 'name=f"trainer-{socket.gethostname()}-' in inspect.getsource(trainer.main)
