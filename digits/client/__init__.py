@@ -2,10 +2,10 @@
 
     from digits.client import Client
 
-    with Client("127.0.0.1:50051") as digits:
-        print(digits.predict("seven.png").digit)
-        answers = digits.predict_many(pixels)          # an (N, 784) array, sent in batches
-        job = digits.wait(digits.retrain(limit=500).id)
+    with Client("127.0.0.1:50051") as client:
+        print(client.predict("seven.png").digit)
+        answers = client.predict_many(pixels)          # an (N, 784) array, sent in batches
+        job = client.wait(client.retrain(limit=500).id)
 
 Options left out come from ``DIGITS_*`` variables (``digits.settings``). Every method returns frozen dataclasses
 (``digits.client.types``) and raises ``DigitsClientError`` subclasses (``digits.client.errors``).

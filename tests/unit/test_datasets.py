@@ -9,7 +9,6 @@ import pytest
 
 from digits import datasets
 from digits.errors import InvalidInput
-from digits.jobs import RetrainSpec
 
 
 def write_idx(directory: Path, images: np.ndarray, labels: np.ndarray, *, compress: bool) -> None:
@@ -63,11 +62,3 @@ def test_sample_is_the_5000_real_digits_and_splits_are_stratified_and_seeded() -
 def test_unknown_spec_is_refused() -> None:
     with pytest.raises(InvalidInput, match="sample"):
         datasets.load("s3://bucket", cache_dir=Path("."))
-
-
-@pytest.mark.parametrize(
-    "fields", [{"data": "ftp://x"}, {"validation_fraction": 0.9}, {"limit": 10}, {"seed": -1}]
-)
-def test_retrain_spec_is_validated(fields: dict[str, object]) -> None:
-    with pytest.raises(InvalidInput):
-        RetrainSpec(**fields)  # type: ignore[arg-type]

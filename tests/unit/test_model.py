@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from digits import candidates, datasets
-from digits.evaluation import beats, evaluate
+from digits.evaluation import evaluate
 from digits.model import DigitModel
 
 
@@ -64,17 +64,3 @@ def test_evaluation_figures(fitted: tuple[DigitModel, datasets.Split]) -> None:
     assert matrix.shape == (10, 10) and matrix.sum() == len(split.y_val)
     assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])
     assert metrics["n_support_vectors"] > 0
-
-
-@pytest.mark.parametrize(
-    ("candidate", "active", "wins"),
-    [
-        ({"accuracy": 0.95, "f1_weighted": 0.95}, {"accuracy": 0.94, "f1_weighted": 0.94}, True),
-        ({"accuracy": 0.95, "f1_weighted": 0.95}, {"accuracy": 0.95, "f1_weighted": 0.94}, False),
-        ({"accuracy": 0.96, "f1_weighted": 0.93}, {"accuracy": 0.95, "f1_weighted": 0.94}, False),
-    ],
-)
-def test_gate_needs_strictly_better_accuracy_and_no_worse_f1(
-    candidate: dict[str, float], active: dict[str, float], wins: bool
-) -> None:
-    assert beats(candidate, active)[0] is wins
