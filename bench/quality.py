@@ -1,18 +1,19 @@
-"""Model-quality experiments: the recipes of docs/model-quality.md on MNIST's classic validation split.
+"""Model-quality experiments: the recipes of docs/model-quality.md on MNIST's classic validation split and folds.
 
 The 60,000 MNIST training digits are split the classic way: the first 50,000 train, the last 10,000 validate.
-Recipes and hyperparameters are chosen on that validation split only (the 10,000 test digits are never read).
+Recipes and hyperparameters are chosen on that validation split only (the 10,000 test digits are never read);
+the front-runners are then compared on 5 folds of all 60,000, to tell a real gain from noise.
 
-    python -m bench.quality run   --data idx:/work/shared/data/mnist --out bench/results/quality.jsonl
-    python -m bench.quality table --out bench/results/quality.jsonl
+    python -m bench.quality run --only svc-grad svc-grad-deskew      # any candidate, with --params on top
+    python -m bench.quality table                                     # the split's table, Pareto front marked
+    python -m bench.quality folds --only svc-grad-deskew svc-grad     # 5 folds (StratifiedKFold, seed 0)
+    python -m bench.quality folds-table --baseline svc-grad-deskew    # per fold, mean, spread, folds beaten
 
-``run`` executes a plan, one recipe after another, appending one JSON line per recipe as soon as it is done
-(so a long run keeps what it measured): the seed svc, svc-deskew, a C x gamma grid for svc-deskew on a
-10,000-digit subsample of the training share, the grid's best on all 50,000 (svc-deskew-tuned), then svc-vsv
-with 4 and 8 one-pixel shifts using the chosen C/gamma (on pixels), and last the production recipe ``svc-vsv``
-as the candidate declares it (``--params '{"components": 80}'`` overrides its parameters). ``--only`` picks
-steps; ``table`` prints the markdown table with the Pareto front (validation accuracy vs single-image fast-path
-predict time) marked.
+``run`` executes steps one after another, appending one JSON line per recipe to ``--out``
+(bench/results/quality.jsonl) as soon as it is done, so that a long run keeps what it measured. Besides any
+candidate's name, the historical steps remain: the seed svc, svc-deskew, a C x gamma grid for svc-deskew on a
+10,000-digit subsample (``grid``), the grid's best on all 50,000 (``svc-deskew-tuned``), and pixel-space svc-vsv
+with 4 or 8 shifts (``svc-vsv-<shifts>[-default]``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.model import default_data_spec
 from digits import datasets
 from digits.candidates import CANDIDATES
 from digits.model import DigitModel
@@ -53,8 +55,9 @@ def classic_split(spec: str) -> tuple[F32, I64, F32, I64]:
     return pixels[:TRAIN], data.labels[:TRAIN], pixels[TRAIN:60_000], data.labels[TRAIN:60_000]
 
 
-def single_image_ms(predict: Any, rows: F32, calls: int = SINGLE_CALLS) -> float:
-    """Median wall time of ``predict`` on one image, over ``calls`` different images, with one BLAS thread.
+def single_image_ms(predict: Any, rows: F32, calls: int = SINGLE_CALLS, batch: int = 1) -> float:
+    """Median wall time of ``predict`` on one image (or ``batch`` images), over ``calls`` different ones, with one
+    BLAS thread.
 
     One thread: a single image is a matrix-vector product that threads do not speed up, and on a loaded
     machine OpenBLAS threads waiting for each other made the figure swing by 30x.
@@ -63,11 +66,12 @@ def single_image_ms(predict: Any, rows: F32, calls: int = SINGLE_CALLS) -> float
 
     times = []
     with threadpool_limits(1):
-        predict(rows[:1])  # warm-up
+        predict(rows[:batch])  # warm-up
         for i in range(calls):
-            one = rows[i % len(rows) : i % len(rows) + 1]
+            start = (i * batch) % (len(rows) - batch + 1)
+            chosen = rows[start : start + batch]
             started = time.perf_counter()
-            predict(one)
+            predict(chosen)
             times.append(time.perf_counter() - started)
     return 1000.0 * statistics.median(times)
 
@@ -91,7 +95,15 @@ def measure(recipe: str, candidate: str, params: Mapping[str, Any], x_train: F32
         "f1_weighted": float(f1_score(y_val, labels, average="weighted")), "fit_seconds": round(fit_seconds, 1),
         "n_support_vectors": int(model.describe()["n_support_vectors"]),
         "fast_single_ms": round(single_image_ms(model.predict, x_val), 3),
+        "fast_batch64_ms_per_image": round(single_image_ms(model.predict, x_val, batch=64) / 64, 4),
     }
+    steps = model.estimator.named_steps
+    if "gradients" in steps:
+        # The feature step alone (on scaled digits, as in the pipeline): one image, and per image of 64.
+        scaled = steps["scale"].transform(x_val[:2048])
+        row["gradients_single_ms"] = round(single_image_ms(steps["gradients"].transform, scaled), 3)
+        row["gradients_batch64_ms_per_image"] = round(
+            single_image_ms(steps["gradients"].transform, scaled, batch=64) / 64, 4)
     final = model.estimator[-1]
     if hasattr(final, "n_first_support_vectors_"):
         row["first_support_vectors"] = int(final.n_first_support_vectors_)
@@ -143,12 +155,9 @@ def run(spec: str, out: Path, only: Sequence[str], subsample: int, params: Mappi
         elif step == "svc-deskew-tuned":
             best = best_grid_point(read_rows(out))
             _append(out, measure("svc-deskew-tuned", "svc-deskew", best, x_train, y_train, x_val, y_val))
-        elif step == "svc-vsv":
-            # The production recipe as the candidate declares it, with --params on top.
-            chosen = CANDIDATES["svc-vsv"].with_params(params)
-            label = ", ".join(f"{k}={v}" for k, v in chosen.params.items() if k not in ("deskew", "break_ties",
-                                                                                        "rotations_deg"))
-            _append(out, measure(f"svc-vsv ({label})", "svc-vsv", params, x_train, y_train, x_val, y_val))
+        elif step in CANDIDATES:
+            # A candidate as it declares itself, with --params on top (svc-grad, svc-grad-deskew, svc-vsv, ...).
+            _append(out, measure(_label(step, params), step, params, x_train, y_train, x_val, y_val))
         elif step.startswith("svc-vsv-"):
             # svc-vsv-<shifts>: with the grid's best C/gamma (from --out); svc-vsv-<shifts>-default: C=10, scale.
             shifts, _, default = step.removeprefix("svc-vsv-").partition("-")
@@ -157,7 +166,53 @@ def run(spec: str, out: Path, only: Sequence[str], subsample: int, params: Mappi
             _append(out, measure(f"svc-vsv ({shifts}, C={best['C']:g}, gamma={best['gamma']})", "svc-vsv",
                                  {**best, "components": 0, "virtual_shifts": shifts}, x_train, y_train, x_val, y_val))
         else:
-            raise SystemExit(f"unknown step {step!r}; steps: {', '.join(STEPS)}, svc-vsv or svc-vsv-<4|8|4x2|8x2>")
+            raise SystemExit(f"unknown step {step!r}; steps: {', '.join(STEPS)}, svc-vsv-<4|8|4x2|8x2>[-default] "
+                             f"or a candidate ({', '.join(CANDIDATES)})")
+
+
+def _label(candidate: str, params: Mapping[str, Any]) -> str:
+    return f"{candidate} {json.dumps(dict(params), sort_keys=True)}" if params else candidate
+
+
+FOLDS = 5
+
+
+def folds(spec: str, out: Path, recipes: Sequence[str], params: Mapping[str, Any]) -> None:
+    """Each recipe on the same 5 folds of all 60,000 training digits (StratifiedKFold, shuffled, seed 0)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x_train, y_train, x_val, y_val = classic_split(spec)
+    pixels, labels = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+    splits = StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(pixels, labels)
+    for fold, (fit, held_out) in enumerate(splits):
+        for recipe in recipes:
+            row = measure(_label(recipe, params), recipe, params, pixels[fit], labels[fit], pixels[held_out],
+                          labels[held_out])
+            _append(out, {**row, "fold": fold})
+
+
+def folds_table(rows: Sequence[Mapping[str, Any]], baseline: str) -> str:
+    """Accuracy (errors) per fold, the mean and spread, and how many folds each recipe beats the baseline on."""
+    by_recipe: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for row in rows:
+        if "fold" in row:
+            by_recipe.setdefault(row["recipe"], {})[row["fold"]] = row
+    reference = by_recipe.get(baseline, {})
+    lines = ["| recipe | " + " | ".join(f"fold {k}" for k in range(FOLDS)) + " | mean | sd | beats " + baseline
+             + " |", "|---|" + "---:|" * (FOLDS + 3)]
+    for recipe, found in by_recipe.items():
+        accuracies = [found[k]["accuracy"] for k in sorted(found)]
+        cells = [f"{100 * found[k]['accuracy']:.2f}% ({_errors(found[k])})" if k in found else "-"
+                 for k in range(FOLDS)]
+        wins = sum(_errors(found[k]) < _errors(reference[k]) for k in found if k in reference)
+        beats = "-" if recipe == baseline else f"{wins} of {len(set(found) & set(reference))}"
+        lines.append(f"| {recipe} | " + " | ".join(cells) + f" | {100 * statistics.mean(accuracies):.3f}% | "
+                     f"{100 * statistics.pstdev(accuracies):.3f} | {beats} |")
+    return "\n".join(lines)
+
+
+def _errors(row: Mapping[str, Any]) -> int:
+    return round((1 - float(row["accuracy"])) * int(row["validation_size"]))
 
 
 def pareto(rows: Sequence[Mapping[str, Any]]) -> set[int]:
@@ -178,12 +233,13 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     full = [r for r in rows if r["train_size"] == TRAIN]
     front = pareto(full)
     lines = ["| recipe | train | val. accuracy | weighted F1 | fit s | support vectors | fast predict ms/image "
-             "| load avg (before, after) | Pareto |", "|---|---|---|---|---|---|---|---|---|"]
+             "| ms/image in a 64-batch | load avg (before, after) | Pareto |", "|---" * 10 + "|"]
     for r in rows:
         on_front = r in full and full.index(r) in front
+        batched = f"{r['fast_batch64_ms_per_image']:.3f}" if "fast_batch64_ms_per_image" in r else "-"
         lines.append(
             f"| {r['recipe']} | {r['train_size']:,} | {100 * r['accuracy']:.2f}% | {r['f1_weighted']:.4f} "
-            f"| {r['fit_seconds']:.0f} | {r['n_support_vectors']:,} | {r['fast_single_ms']:.2f} "
+            f"| {r['fit_seconds']:.0f} | {r['n_support_vectors']:,} | {r['fast_single_ms']:.2f} | {batched} "
             f"| {r['load_average'][0]:.1f}, {r['load_average'][1]:.1f} | {'**yes**' if on_front else ''} |")
     return "\n".join(lines)
 
@@ -191,18 +247,23 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "table"))
-    parser.add_argument("--data", default="idx:/work/shared/data/mnist")
+    parser.add_argument("command", choices=("run", "table", "folds", "folds-table"))
+    parser.add_argument("--data", default=default_data_spec())
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality.jsonl"))
     parser.add_argument("--only", nargs="*", default=(), help=f"steps to run, in order (default: {' '.join(STEPS)})")
     parser.add_argument("--subsample", type=int, default=SUBSAMPLE, help="training digits for the grid")
     parser.add_argument("--params", type=json.loads, default={},
-                        help='overrides for the svc-vsv step, e.g. \'{"components": 80}\'')
+                        help='overrides for a candidate step, e.g. \'{"C": 5, "gradients": {"components": 100}}\'')
+    parser.add_argument("--baseline", default="svc-grad-deskew", help="folds-table: the recipe to beat")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.data, args.out, args.only, args.subsample, args.params)
+    elif args.command == "folds":
+        folds(args.data, args.out, args.only or ("svc-grad-deskew", "svc-grad"), args.params)
+    elif args.command == "folds-table":
+        print(folds_table(read_rows(args.out), args.baseline))
     else:
-        print(table(read_rows(args.out)))
+        print(table([r for r in read_rows(args.out) if "fold" not in r]))
 
 
 if __name__ == "__main__":

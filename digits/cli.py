@@ -304,11 +304,12 @@ def _show_model(model: Model) -> None:
           f"on {metrics.get('validation_size', '?')} digits; fit {metrics.get('fit_seconds', '?')} s on "
           f"{metrics.get('train_size', '?')} digits")
     final = metrics.get("final_fit")
-    if model.fitted_on == "all" and final:
-        print(f"  served model: refitted on all {final['train_size']} digits in {final['fit_seconds']} s (the "
-              "figures above are the split fit's)")
     if "n_support_vectors" in metrics:
         print(f"  support vectors: {metrics['n_support_vectors']}")
+    if model.fitted_on == "all" and final:
+        vectors = f", {final['n_support_vectors']} support vectors" if "n_support_vectors" in final else ""
+        print(f"  served model: refitted on all {final['train_size']} digits in {final['fit_seconds']} s{vectors} "
+              "(the figures above are the split fit's)")
     per_class = metrics.get("f1_per_class") or []
     if per_class:
         print("  F1 by digit: " + "  ".join(f"{d}:{f:.3f}" for d, f in enumerate(per_class)))

@@ -14,6 +14,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -71,7 +72,7 @@ def split(
 
     pixels, labels = data.pixels, data.labels
     if limit and limit < len(labels):
-        pixels, _, labels, _ = train_test_split(pixels, labels, train_size=limit, stratify=labels, random_state=seed)
+        pixels, _, labels, _ = _limited(data, limit, seed)
     x_rest, x_val, y_rest, y_val = train_test_split(
         pixels, labels, test_size=validation_fraction, stratify=labels, random_state=seed
     )
@@ -80,6 +81,21 @@ def split(
     )
     as_float = np.float32
     return Split(x_train.astype(as_float), y_train, x_hold.astype(as_float), y_hold, x_val.astype(as_float), y_val)
+
+
+def left_out(data: Dataset, *, seed: int, limit: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """The digits a job with this ``limit`` and ``seed`` never sees (not fitted on, not even validated on)."""
+    _, pixels, _, labels = _limited(data, limit, seed)
+    return pixels, labels
+
+
+def _limited(data: Dataset, limit: int, seed: int) -> list[npt.NDArray[Any]]:
+    """(kept pixels, left-out pixels, kept labels, left-out labels): a stratified, seeded subset of ``limit``."""
+    from sklearn.model_selection import train_test_split
+
+    parts: list[npt.NDArray[Any]] = train_test_split(data.pixels, data.labels, train_size=limit,
+                                                     stratify=data.labels, random_state=seed)
+    return parts
 
 
 def load(spec: str, *, cache_dir: Path) -> Dataset:

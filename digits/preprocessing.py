@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, TransformerMixin
 
-__all__ = ["SIDE", "Deskew", "affine_resample", "deskew"]
+__all__ = ["CENTRE", "MOMENT_BASIS", "PIXELS", "SIDE", "Deskew", "affine_resample", "deskew"]
 
 SIDE: Final = 28
 PIXELS: Final = SIDE * SIDE
@@ -35,7 +35,7 @@ _COL: Final = _cols.reshape(-1).astype(np.float64)
 # Mass, first and second moments of every image in one (n, 784) @ (784, 6) product. Coordinates are taken
 # relative to the field's centre so that the second moments do not cancel catastrophically.
 _R, _C = _ROW - CENTRE, _COL - CENTRE
-_MOMENT_BASIS: Final = np.stack([np.ones(PIXELS), _R, _C, _R * _R, _R * _C, _C * _C], axis=1)
+MOMENT_BASIS: Final = np.stack([np.ones(PIXELS), _R, _C, _R * _R, _R * _C, _C * _C], axis=1)
 _PADDED: Final = SIDE + 2
 _ROW_OFFSETS: Final = np.arange(SIDE, dtype=np.float64) - CENTRE
 _COLUMNS: Final = np.arange(SIDE, dtype=np.intp)
@@ -81,7 +81,7 @@ def deskew(images: npt.ArrayLike) -> F32:
 
 
 def _deskew_block(pixels: F32) -> F32:
-    moments = pixels.astype(np.float64) @ _MOMENT_BASIS
+    moments = pixels.astype(np.float64) @ MOMENT_BASIS
     mass = moments[:, 0]
     empty = ~(mass > 0)
     safe_mass = np.where(empty, 1.0, mass)

@@ -75,6 +75,9 @@ def fit_final(split_fit: Fitted, split: Split, seed: int) -> tuple[DigitModel, d
     after, _ = model.predict(split.x_val)
     facts = {"train_size": train_size, "fit_seconds": round(fit_seconds, 3),
              "validation_agreement_with_split_fit": float(np.mean(before == after))}
+    described = model.describe()
+    if "n_support_vectors" in described:
+        facts["n_support_vectors"] = int(described["n_support_vectors"])
     log.info("final fit done", extra={"candidate": split_fit.candidate.name, **facts})
     return model, facts
 

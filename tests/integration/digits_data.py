@@ -9,14 +9,14 @@ import numpy.typing as npt
 from PIL import Image
 
 from digits import datasets
-from digits.jobs import RetrainSpec
+from tests.stacks import FIRST_MODEL
 
 
 def held_out(count: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """Validation digits of the first retrain job (default spec on the sample): never trained on."""
-    spec = RetrainSpec()
-    split = datasets.split(datasets.load_sample(), seed=spec.seed, validation_fraction=spec.validation_fraction)
-    return split.x_val[:count], split.y_val[:count]
+    """Sample digits the stack's first model never saw: its retrain (FIRST_MODEL) keeps 4,000 of the 5,000, and
+    refits the winner on all it keeps, validation digits included."""
+    pixels, labels = datasets.left_out(datasets.load_sample(), seed=FIRST_MODEL["seed"], limit=FIRST_MODEL["limit"])
+    return pixels[:count].astype(np.float32), labels[:count]
 
 
 def as_png(pixels: npt.NDArray[np.float32], scale: int = 4) -> bytes:

@@ -123,6 +123,38 @@ def smooth(stroke: Stroke) -> Stroke:
     return [(float(x), float(y)) for x, y in points]
 
 
+# ---------------------------------------------------------------------------------------------
+# Sketches: digits as people draw them on a pad, clean and round like a font, not like MNIST's pen
+# ---------------------------------------------------------------------------------------------
+
+
+def arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, points: int = 24) -> Stroke:
+    """Points along an ellipse from angle ``start`` to ``end`` (degrees; 0 = right, 90 = down, as on screen)."""
+    angles = np.radians(np.linspace(start, end, points))
+    return [(float(cx + rx * np.cos(a)), float(cy + ry * np.sin(a))) for a in angles]
+
+
+def line(x0: float, y0: float, x1: float, y1: float, points: int = 12) -> Stroke:
+    return [(float(x), float(y)) for x, y in zip(np.linspace(x0, x1, points), np.linspace(y0, y1, points),
+                                                 strict=True)]
+
+
+SKETCHES: dict[str, list[Stroke]] = {
+    "0": [arc(14, 14, 6.5, 9.5, -90, 270, 40)],
+    "1": [line(11, 8, 15, 5, 5) + line(15, 5, 15, 24, 14)],
+    "2": [arc(14, 10, 6, 5, 190, 400, 20) + line(17.5, 14, 8, 24, 10) + line(8, 24, 21, 24, 10)],
+    # One stroke: a round top bowl into a cusp at the middle, then a round bottom bowl.
+    "3": [arc(14, 9.5, 6, 5, 200, 450, 22) + arc(14, 18.5, 6.5, 5.5, 270, 520, 22)],
+    "4": [line(17, 4, 7, 18, 12) + line(7, 18, 22, 18, 10), line(17, 9, 17, 25, 12)],
+    "5": [line(20, 5, 10, 5, 8) + line(10, 5, 9, 13, 7) + arc(14, 18, 6.5, 6, 235, 520, 24)],
+    "6": [arc(17, 14, 8, 10, 250, 180, 12) + arc(14, 19, 6, 5.5, 180, 540, 30)],
+    "7": [line(7, 5, 21, 5, 10) + line(21, 5, 12, 24, 14)],
+    # Two stacked circles, each a stroke of its own.
+    "8": [arc(14, 9, 5, 4.5, -90, 270, 30), arc(14, 18.5, 6, 5.5, -90, 270, 30)],
+    "9": [arc(14, 10, 6, 5.5, 0, 360, 30) + line(20, 10, 19, 25, 12)],
+}
+
+
 def draw(page: Page, strokes: list[Stroke]) -> None:
     """Trace strokes given in 28x28 coordinates over the pad with the mouse, as a person would."""
     box = page.locator("#pad").bounding_box()
@@ -220,6 +252,16 @@ def test_drawing_page_in_a_real_browser(stack: LocalStack, browser: Browser, tmp
     print(f"drawn digits read correctly: {correct} of {len(outcomes)} (expected, shown): {outcomes}")
     screenshot(page, "drawn.png")
     assert correct >= MIN_DRAWN_CORRECT, outcomes
+
+    # 1b. Sketch clean, round, font-like digits, as people draw them (not as MNIST's writers did).
+    sketched: list[tuple[str, str]] = []
+    for digit, strokes in SKETCHES.items():
+        page.click("#clear")
+        draw(page, strokes)
+        sketched.append((digit, shown_digit(page)))
+        screenshot(page, f"sketch-{digit}.png")
+    print(f"sketched digits (expected, shown): {sketched}")
+    assert all(digit == shown for digit, shown in sketched), sketched
 
     # Everything a person needs to see came with the last answer.
     assert page.locator("#version").inner_text().startswith("v")

