@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import Cell, best_throughput, find, ratio
+from digits.settings import process_environment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,7 +56,7 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": list(os.getloadavg()),
         "blas": [{k: v for k, v in pool.items() if k != "filepath"} for pool in threadpool_info()],
         "versions": versions,
-        "environment": {k: v for k, v in os.environ.items()
+        "environment": {k: v for k, v in process_environment().items()
                         if k in {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
                         or k.startswith("DIGITS_BATCH")},
     }

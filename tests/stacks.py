@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from digits.stack.local import LocalStack, free_ports
+from digits.stack.local import LocalStack
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -17,21 +17,7 @@ ADMIN_TOKEN = "test-admin-token"
 @contextlib.contextmanager
 def running_stack(run_dir: Path, *, first_model: bool = True, **extra_env: str) -> Iterator[LocalStack]:
     """A stack on free ports; with ``first_model`` (the default) a model trained on the sample and served."""
-    redis_port, grpc_port, http_port, inference_port = free_ports(4)
-    env = {
-        **os.environ,
-        "DIGITS_STACK": "local",
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "GATEWAY_GRPC_PORT": str(grpc_port),
-        "GATEWAY_HTTP_PORT": str(http_port),
-        "INFERENCE_PORT": str(inference_port),  # replicas take inference_port, inference_port + 1, ...
-        "DIGITS_DATA": "sample",
-        "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
-        "DIGITS_MODEL_POLL_SECONDS": "0.5",
-        "DIGITS_CACHE_DIR": str(run_dir / "cache"),
-        **extra_env,
-    }
-    stack = LocalStack.from_environment(run_dir, env)
+    stack = LocalStack.isolated(run_dir, admin_token=ADMIN_TOKEN, **extra_env)
     assert stack.start()
     groups: dict[str, int] = {}
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from PIL import Image
 from digits import healthcheck
 from digits.client.progress import ProgressReport
 from digits.errors import FailedPrecondition, IntegrityError, NotServable
+from digits.settings import get_settings
 from digits.stack import secrets
 from digits.stack.local import REPO, LocalStack
 from digits.stack.supervisor import Supervisor
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def docker_engine_answers() -> bool:
-    if os.environ.get("DIGITS_STACK", "") == "local":
+    if get_settings().stack == "local":
         return False
     try:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
