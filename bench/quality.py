@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from digits import datasets
 from digits.candidates import CANDIDATES
+from digits.mnist import TRAINING_DIGITS
 from digits.model import DigitModel
 
 TRAIN = 50_000
@@ -47,10 +48,10 @@ I64 = npt.NDArray[np.int64]
 
 def classic_split(spec: str) -> tuple[F32, I64, F32, I64]:
     data = datasets.load(spec, cache_dir=Path("/tmp"))
-    if data.size < 60_000:
-        raise SystemExit(f"{spec}: expected the 60,000 MNIST training digits, got {data.size}")
+    if data.size < TRAINING_DIGITS:
+        raise SystemExit(f"{spec}: expected the {TRAINING_DIGITS:,} MNIST training digits, got {data.size}")
     pixels = data.pixels.astype(np.float32)
-    return pixels[:TRAIN], data.labels[:TRAIN], pixels[TRAIN:60_000], data.labels[TRAIN:60_000]
+    return pixels[:TRAIN], data.labels[:TRAIN], pixels[TRAIN:TRAINING_DIGITS], data.labels[TRAIN:TRAINING_DIGITS]
 
 
 def single_image_ms(predict: Any, rows: F32, calls: int = SINGLE_CALLS) -> float:

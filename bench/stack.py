@@ -20,7 +20,8 @@ import redis
 from PIL import Image
 
 from bench.load import Send
-from digits.model import N_PIXELS, DigitModel, check_round_trip
+from digits.mnist import N_PIXELS, SHAPE
+from digits.model import DigitModel, check_round_trip
 from digits.registry import serialize
 from digits.stack.local import LocalStack
 from digits.v1 import recognizer_pb2 as pb
@@ -121,7 +122,7 @@ PAYLOADS = ("png", "pixels", "pixel-bytes")
 def png(row: npt.NDArray[np.float32]) -> bytes:
     """A 28x28 grey PNG of one digit, as a client that has the digit as a picture sends it."""
     out = io.BytesIO()
-    Image.fromarray(row.reshape(28, 28).astype(np.uint8)).save(out, format="PNG")
+    Image.fromarray(row.reshape(SHAPE).astype(np.uint8)).save(out, format="PNG")
     return out.getvalue()
 
 

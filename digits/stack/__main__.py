@@ -14,6 +14,7 @@ from PIL import Image
 from digits import healthcheck
 from digits.client.progress import ProgressReport
 from digits.errors import FailedPrecondition, IntegrityError, NotServable
+from digits.mnist import SHAPE
 from digits.settings import get_settings
 from digits.stack import secrets
 from digits.stack.local import REPO, LocalStack
@@ -118,7 +119,7 @@ def write_sample_digit(run_dir: Path) -> Path:
     data = load_sample()
     index = int(np.flatnonzero(data.labels == 7)[-1])
     path = run_dir / "sample-7.png"
-    picture = 255 - data.pixels[index].reshape(28, 28)
+    picture = 255 - data.pixels[index].reshape(SHAPE)
     Image.fromarray(picture.astype(np.uint8)).resize((140, 140), Image.Resampling.LANCZOS).save(path)
     return path
 
