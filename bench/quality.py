@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench import writers
 from digits import datasets
 from digits.candidates import CANDIDATES
 from digits.mnist import TRAINING_DIGITS
@@ -40,6 +41,8 @@ SUBSAMPLE = 10_000
 SINGLE_CALLS = 200
 GRID_C = (5.0, 10.0, 20.0)
 GRID_GAMMA: tuple[float | str, ...] = ("scale", 0.02, 0.03)
+TABLE_HEADER = ("recipe", "train", "val. accuracy", "weighted F1", "fit s", "support vectors",
+                "fast predict ms/image", "load avg (before, after)", "Pareto")
 STEPS = ("svc", "svc-deskew", "grid", "svc-deskew-tuned", "svc-vsv-4", "svc-vsv-8", "svc-vsv")
 
 F32 = npt.NDArray[np.float32]
@@ -107,14 +110,8 @@ def measure(recipe: str, candidate: str, params: Mapping[str, Any], x_train: F32
 
 
 def _append(out: Path, row: Mapping[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as stream:
-        stream.write(json.dumps(row) + "\n")
+    writers.append_row(out, row)
     print(json.dumps(row), flush=True)
-
-
-def read_rows(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
 
 
 def best_grid_point(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -142,7 +139,7 @@ def run(spec: str, out: Path, only: Sequence[str], subsample: int, params: Mappi
                     _append(out, measure(f"grid C={c:g} gamma={gamma}", "svc-deskew", {"C": c, "gamma": gamma},
                                          xs, ys, x_val, y_val))
         elif step == "svc-deskew-tuned":
-            best = best_grid_point(read_rows(out))
+            best = best_grid_point(writers.read_rows(out))
             _append(out, measure("svc-deskew-tuned", "svc-deskew", best, x_train, y_train, x_val, y_val))
         elif step == "svc-vsv":
             # The production recipe as the candidate declares it, with --params on top.
@@ -153,7 +150,7 @@ def run(spec: str, out: Path, only: Sequence[str], subsample: int, params: Mappi
         elif step.startswith("svc-vsv-"):
             # svc-vsv-<shifts>: with the grid's best C/gamma (from --out); svc-vsv-<shifts>-default: C=10, scale.
             shifts, _, default = step.removeprefix("svc-vsv-").partition("-")
-            best = {"C": 10.0, "gamma": "scale"} if default else best_grid_point(read_rows(out))
+            best = {"C": 10.0, "gamma": "scale"} if default else best_grid_point(writers.read_rows(out))
             # The pixel-space recipe these steps measured before projections existed.
             _append(out, measure(f"svc-vsv ({shifts}, C={best['C']:g}, gamma={best['gamma']})", "svc-vsv",
                                  {**best, "components": 0, "virtual_shifts": shifts}, x_train, y_train, x_val, y_val))
@@ -178,15 +175,11 @@ def pareto(rows: Sequence[Mapping[str, Any]]) -> set[int]:
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
     full = [r for r in rows if r["train_size"] == TRAIN]
     front = pareto(full)
-    lines = ["| recipe | train | val. accuracy | weighted F1 | fit s | support vectors | fast predict ms/image "
-             "| load avg (before, after) | Pareto |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        on_front = r in full and full.index(r) in front
-        lines.append(
-            f"| {r['recipe']} | {r['train_size']:,} | {100 * r['accuracy']:.2f}% | {r['f1_weighted']:.4f} "
-            f"| {r['fit_seconds']:.0f} | {r['n_support_vectors']:,} | {r['fast_single_ms']:.2f} "
-            f"| {r['load_average'][0]:.1f}, {r['load_average'][1]:.1f} | {'**yes**' if on_front else ''} |")
-    return "\n".join(lines)
+    cells = [(r["recipe"], f"{r['train_size']:,}", f"{100 * r['accuracy']:.2f}%", f"{r['f1_weighted']:.4f}",
+              f"{r['fit_seconds']:.0f}", f"{r['n_support_vectors']:,}", f"{r['fast_single_ms']:.2f}",
+              f"{r['load_average'][0]:.1f}, {r['load_average'][1]:.1f}",
+              "**yes**" if r in full and full.index(r) in front else "") for r in rows]
+    return writers.markdown_table(TABLE_HEADER, cells, align="l" * len(TABLE_HEADER))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -194,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("run", "table"))
     parser.add_argument("--data", default="idx:/work/shared/data/mnist")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/quality.jsonl"))
+    parser.add_argument("--out", type=Path, default=writers.RESULTS / "quality.jsonl")
     parser.add_argument("--only", nargs="*", default=(), help=f"steps to run, in order (default: {' '.join(STEPS)})")
     parser.add_argument("--subsample", type=int, default=SUBSAMPLE, help="training digits for the grid")
     parser.add_argument("--params", type=json.loads, default={},
@@ -203,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "run":
         run(args.data, args.out, args.only, args.subsample, args.params)
     else:
-        print(table(read_rows(args.out)))
+        print(table(writers.read_rows(args.out)))
 
 
 if __name__ == "__main__":
