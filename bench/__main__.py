@@ -25,6 +25,7 @@ from bench import load, profile, report
 from bench.model import BenchModels, default_data_spec, train_or_reuse
 from bench.stack import PAYLOADS, RunningStack, grpc_requests, grpc_sender, http_requests, http_sender, running_stack
 from bench.stats import Cell, best_throughput, find
+from digits.mnist import N_PIXELS
 from digits.settings import Settings
 
 DEFINITIONS = {
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             profiles = _profile(models, pixels, concurrencies, args.profile_seconds)
 
     rss = max((m["VmRSS"] for m in memory.values()), default=0)
-    features = int(production.describe().get("n_features", 784))
+    features = int(production.describe().get("n_features", N_PIXELS))
     goals = report.targets(cells, rss, n_sv, features)
     print()
     print(report.text_table(cells))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import sklearn
 from digits import datasets
 from digits.candidates import CANDIDATES, DEFAULT
 from digits.model import DigitModel
+from digits.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -36,14 +36,15 @@ VALIDATION_FRACTION = 0.2
 
 def default_data_spec() -> str:
     """``$DIGITS_DATA`` if set, else the full MNIST next to the repo when present, else ``sample``."""
-    if os.environ.get("DIGITS_DATA"):
-        return os.environ["DIGITS_DATA"]
+    settings = Settings()
+    if "data" in settings.model_fields_set:  # an empty DIGITS_DATA is unset (Settings ignores empty variables)
+        return settings.data
     return f"idx:{SHARED_MNIST}" if SHARED_MNIST.is_dir() else "sample"
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("DIGITS_CACHE_DIR", Path.home() / ".cache" / "digits"))
-    return base / "bench"
+    """``bench/`` in the downloads cache (``DIGITS_CACHE_DIR``)."""
+    return Settings().cache_dir / "bench"
 
 
 @dataclass(frozen=True)

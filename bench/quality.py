@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench import writers
 from bench.model import default_data_spec
 from digits import datasets
 from digits.candidates import CANDIDATES
+from digits.mnist import TRAINING_DIGITS
 from digits.model import DigitModel
 
 TRAIN = 50_000
@@ -41,6 +43,8 @@ SUBSAMPLE = 10_000
 SINGLE_CALLS = 200
 GRID_C = (5.0, 10.0, 20.0)
 GRID_GAMMA: tuple[float | str, ...] = ("scale", 0.02, 0.03)
+TABLE_HEADER = ("recipe", "train", "val. accuracy", "weighted F1", "fit s", "support vectors",
+                "fast predict ms/image", "ms/image in a 64-batch", "load avg (before, after)", "Pareto")
 STEPS = ("svc", "svc-deskew", "grid", "svc-deskew-tuned", "svc-vsv-4", "svc-vsv-8", "svc-vsv")
 
 F32 = npt.NDArray[np.float32]
@@ -49,10 +53,10 @@ I64 = npt.NDArray[np.int64]
 
 def classic_split(spec: str) -> tuple[F32, I64, F32, I64]:
     data = datasets.load(spec, cache_dir=Path("/tmp"))
-    if data.size < 60_000:
-        raise SystemExit(f"{spec}: expected the 60,000 MNIST training digits, got {data.size}")
+    if data.size < TRAINING_DIGITS:
+        raise SystemExit(f"{spec}: expected the {TRAINING_DIGITS:,} MNIST training digits, got {data.size}")
     pixels = data.pixels.astype(np.float32)
-    return pixels[:TRAIN], data.labels[:TRAIN], pixels[TRAIN:60_000], data.labels[TRAIN:60_000]
+    return pixels[:TRAIN], data.labels[:TRAIN], pixels[TRAIN:TRAINING_DIGITS], data.labels[TRAIN:TRAINING_DIGITS]
 
 
 def single_image_ms(predict: Any, rows: F32, calls: int = SINGLE_CALLS, batch: int = 1) -> float:
@@ -118,14 +122,8 @@ def measure(recipe: str, candidate: str, params: Mapping[str, Any], x_train: F32
 
 
 def _append(out: Path, row: Mapping[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as stream:
-        stream.write(json.dumps(row) + "\n")
+    writers.append_row(out, row)
     print(json.dumps(row), flush=True)
-
-
-def read_rows(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
 
 
 def best_grid_point(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -153,7 +151,7 @@ def run(spec: str, out: Path, only: Sequence[str], subsample: int, params: Mappi
                     _append(out, measure(f"grid C={c:g} gamma={gamma}", "svc-deskew", {"C": c, "gamma": gamma},
                                          xs, ys, x_val, y_val))
         elif step == "svc-deskew-tuned":
-            best = best_grid_point(read_rows(out))
+            best = best_grid_point(writers.read_rows(out))
             _append(out, measure("svc-deskew-tuned", "svc-deskew", best, x_train, y_train, x_val, y_val))
         elif step in CANDIDATES:
             # A candidate as it declares itself, with --params on top (svc-grad, svc-grad-deskew, svc-vsv, ...).
@@ -161,7 +159,7 @@ def run(spec: str, out: Path, only: Sequence[str], subsample: int, params: Mappi
         elif step.startswith("svc-vsv-"):
             # svc-vsv-<shifts>: with the grid's best C/gamma (from --out); svc-vsv-<shifts>-default: C=10, scale.
             shifts, _, default = step.removeprefix("svc-vsv-").partition("-")
-            best = {"C": 10.0, "gamma": "scale"} if default else best_grid_point(read_rows(out))
+            best = {"C": 10.0, "gamma": "scale"} if default else best_grid_point(writers.read_rows(out))
             # The pixel-space recipe these steps measured before projections existed.
             _append(out, measure(f"svc-vsv ({shifts}, C={best['C']:g}, gamma={best['gamma']})", "svc-vsv",
                                  {**best, "components": 0, "virtual_shifts": shifts}, x_train, y_train, x_val, y_val))
@@ -198,17 +196,17 @@ def folds_table(rows: Sequence[Mapping[str, Any]], baseline: str) -> str:
         if "fold" in row:
             by_recipe.setdefault(row["recipe"], {})[row["fold"]] = row
     reference = by_recipe.get(baseline, {})
-    lines = ["| recipe | " + " | ".join(f"fold {k}" for k in range(FOLDS)) + " | mean | sd | beats " + baseline
-             + " |", "|---|" + "---:|" * (FOLDS + 3)]
+    header = ["recipe", *(f"fold {k}" for k in range(FOLDS)), "mean", "sd", f"beats {baseline}"]
+    table_rows = []
     for recipe, found in by_recipe.items():
         accuracies = [found[k]["accuracy"] for k in sorted(found)]
         cells = [f"{100 * found[k]['accuracy']:.2f}% ({_errors(found[k])})" if k in found else "-"
                  for k in range(FOLDS)]
         wins = sum(_errors(found[k]) < _errors(reference[k]) for k in found if k in reference)
         beats = "-" if recipe == baseline else f"{wins} of {len(set(found) & set(reference))}"
-        lines.append(f"| {recipe} | " + " | ".join(cells) + f" | {100 * statistics.mean(accuracies):.3f}% | "
-                     f"{100 * statistics.pstdev(accuracies):.3f} | {beats} |")
-    return "\n".join(lines)
+        table_rows.append([recipe, *cells, f"{100 * statistics.mean(accuracies):.3f}%",
+                           f"{100 * statistics.pstdev(accuracies):.3f}", beats])
+    return writers.markdown_table(header, table_rows, align="l")
 
 
 def _errors(row: Mapping[str, Any]) -> int:
@@ -232,16 +230,12 @@ def pareto(rows: Sequence[Mapping[str, Any]]) -> set[int]:
 def table(rows: Sequence[Mapping[str, Any]]) -> str:
     full = [r for r in rows if r["train_size"] == TRAIN]
     front = pareto(full)
-    lines = ["| recipe | train | val. accuracy | weighted F1 | fit s | support vectors | fast predict ms/image "
-             "| ms/image in a 64-batch | load avg (before, after) | Pareto |", "|---" * 10 + "|"]
-    for r in rows:
-        on_front = r in full and full.index(r) in front
-        batched = f"{r['fast_batch64_ms_per_image']:.3f}" if "fast_batch64_ms_per_image" in r else "-"
-        lines.append(
-            f"| {r['recipe']} | {r['train_size']:,} | {100 * r['accuracy']:.2f}% | {r['f1_weighted']:.4f} "
-            f"| {r['fit_seconds']:.0f} | {r['n_support_vectors']:,} | {r['fast_single_ms']:.2f} | {batched} "
-            f"| {r['load_average'][0]:.1f}, {r['load_average'][1]:.1f} | {'**yes**' if on_front else ''} |")
-    return "\n".join(lines)
+    cells = [(r["recipe"], f"{r['train_size']:,}", f"{100 * r['accuracy']:.2f}%", f"{r['f1_weighted']:.4f}",
+              f"{r['fit_seconds']:.0f}", f"{r['n_support_vectors']:,}", f"{r['fast_single_ms']:.2f}",
+              f"{r['fast_batch64_ms_per_image']:.3f}" if "fast_batch64_ms_per_image" in r else "-",
+              f"{r['load_average'][0]:.1f}, {r['load_average'][1]:.1f}",
+              "**yes**" if r in full and full.index(r) in front else "") for r in rows]
+    return writers.markdown_table(TABLE_HEADER, cells, align="l" * len(TABLE_HEADER))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -249,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("run", "table", "folds", "folds-table"))
     parser.add_argument("--data", default=default_data_spec())
-    parser.add_argument("--out", type=Path, default=Path("bench/results/quality.jsonl"))
+    parser.add_argument("--out", type=Path, default=writers.RESULTS / "quality.jsonl")
     parser.add_argument("--only", nargs="*", default=(), help=f"steps to run, in order (default: {' '.join(STEPS)})")
     parser.add_argument("--subsample", type=int, default=SUBSAMPLE, help="training digits for the grid")
     parser.add_argument("--params", type=json.loads, default={},
@@ -261,9 +255,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "folds":
         folds(args.data, args.out, args.only or ("svc-grad-deskew", "svc-grad"), args.params)
     elif args.command == "folds-table":
-        print(folds_table(read_rows(args.out), args.baseline))
+        print(folds_table(writers.read_rows(args.out), args.baseline))
     else:
-        print(table([r for r in read_rows(args.out) if "fold" not in r]))
+        print(table([r for r in writers.read_rows(args.out) if "fold" not in r]))
 
 
 if __name__ == "__main__":

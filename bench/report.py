@@ -1,21 +1,19 @@
-"""What a run found: the machine, the table, the targets, a JSON record and a plot."""
+"""What a run found: the machine, the table, the targets, a JSON record and a plot (written by bench.writers)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import writers
 from bench.stats import Cell, best_throughput, find, ratio
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from digits.settings import process_environment
 
 CASES: dict[str, str] = {
     "a": "(a) seed svc, scikit-learn predict",
@@ -55,7 +53,7 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": list(os.getloadavg()),
         "blas": [{k: v for k, v in pool.items() if k != "filepath"} for pool in threadpool_info()],
         "versions": versions,
-        "environment": {k: v for k, v in os.environ.items()
+        "environment": {k: v for k, v in process_environment().items()
                         if k in {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
                         or k.startswith("DIGITS_BATCH")},
     }
@@ -93,21 +91,15 @@ def rows(cells: Sequence[Cell]) -> list[tuple[str, ...]]:
     return table
 
 
+ALIGN = "l"  # the case's name left, every figure right
+
+
 def text_table(cells: Sequence[Cell]) -> str:
-    body = rows(cells)
-    widths = [max(len(r[i]) for r in [HEADER, *body]) for i in range(len(HEADER))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
-
-    return "\n".join(line(row) for row in [HEADER, *body])
+    return writers.text_table(HEADER, rows(cells), ALIGN)
 
 
 def markdown_table(cells: Sequence[Cell]) -> str:
-    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADER))) + "|"
-    lines = ["| " + " | ".join(HEADER) + " |", rule]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(cells)]
-    return "\n".join(lines)
+    return writers.markdown_table(HEADER, rows(cells), ALIGN)
 
 
 def number(value: float, digits: int | None = None) -> str:
@@ -182,19 +174,8 @@ def targets(cells: Sequence[Cell], rss_bytes: int, n_support_vectors: int, featu
 def write(record: dict[str, Any], cells: Sequence[Cell], stamp: str, title: str,
           lines: Sequence[tuple[str, float]]) -> tuple[Path, Path]:
     """bench-<stamp>.json and .png under bench/results/, copied to latest.json and latest.png."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = RESULTS / f"bench-{stamp}.json", RESULTS / f"bench-{stamp}.png"
-    json_path.write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
-    plot(cells, png_path, title, lines)
-    shutil.copyfile(json_path, RESULTS / "latest.json")
-    shutil.copyfile(png_path, RESULTS / "latest.png")
-    return json_path, png_path
-
-
-def _jsonable(value: object) -> object:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+    return writers.write_run(record, stamp, lambda path: plot(cells, path, title, lines), prefix="bench",
+                             latest="latest")
 
 
 def plot(cells: Sequence[Cell], path: Path, title: str, lines: Sequence[tuple[str, float]]) -> None:

@@ -17,10 +17,8 @@ Writes ``bench/results/scaling-<stamp>.json`` and ``.png`` (copied to ``scaling-
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +34,7 @@ from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from bench import load, report
+from bench import load, report, writers
 from bench.model import REPO, default_data_spec, train_or_reuse
 from bench.report import number
 from bench.stack import RunningStack, grpc_requests, grpc_sender, running_stack
@@ -313,30 +311,20 @@ def _worker_number(runs: Sequence[TrainerRun], name: object) -> str:
     return str(names.index(str(name)) + 1) if name and str(name) in names else "?"
 
 
-def _text(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in [header, *body])
-
-
-def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-
-
 def text_table(settings: Sequence[ReplicaSetting]) -> str:
-    return _text(HEADER, rows(settings))
+    return writers.text_table(HEADER, rows(settings))
 
 
 def markdown_table(settings: Sequence[ReplicaSetting]) -> str:
-    return _markdown(HEADER, rows(settings))
+    return writers.markdown_table(HEADER, rows(settings))
 
 
 def trainer_table(runs: Sequence[TrainerRun]) -> str:
-    return _text(TRAINER_HEADER, trainer_rows(runs))
+    return writers.text_table(TRAINER_HEADER, trainer_rows(runs))
 
 
 def trainer_markdown(runs: Sequence[TrainerRun]) -> str:
-    return _markdown(TRAINER_HEADER, trainer_rows(runs))
+    return writers.markdown_table(TRAINER_HEADER, trainer_rows(runs))
 
 
 
@@ -351,19 +339,9 @@ def _fmt_load(values: Sequence[float]) -> str:
 
 def write(record: dict[str, Any], settings: Sequence[ReplicaSetting], training: Sequence[TrainerRun], stamp: str,
           title: str) -> tuple[Path, Path]:
-    report.RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = report.RESULTS / f"scaling-{stamp}.json", report.RESULTS / f"scaling-{stamp}.png"
-    json_path.write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
-    plot(settings, training, png_path, title)
-    shutil.copyfile(json_path, report.RESULTS / "scaling-latest.json")
-    shutil.copyfile(png_path, report.RESULTS / "scaling-latest.png")
-    return json_path, png_path
-
-
-def _jsonable(value: object) -> object:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+    """scaling-<stamp>.json and .png under bench/results/, copied to scaling-latest.json and .png."""
+    return writers.write_run(record, stamp, lambda path: plot(settings, training, path, title), prefix="scaling",
+                             latest="scaling-latest")
 
 
 def plot(settings: Sequence[ReplicaSetting], training: Sequence[TrainerRun], path: Path, title: str) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import io
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -21,9 +20,10 @@ import redis
 from PIL import Image
 
 from bench.load import Send
-from digits.model import N_PIXELS, DigitModel, check_round_trip
+from digits.mnist import N_PIXELS, SHAPE
+from digits.model import DigitModel, check_round_trip
 from digits.registry import serialize
-from digits.stack.local import LocalStack, free_ports
+from digits.stack.local import LocalStack
 from digits.v1 import recognizer_pb2 as pb
 
 PREDICT = "/digits.v1.Recognizer/Predict"
@@ -73,22 +73,9 @@ class RunningStack:
 def running_stack(model: DigitModel, dataset: dict[str, object], replicas: int,
                   extra_env: dict[str, str] | None = None) -> Iterator[RunningStack]:
     """Start the stack on free ports, register and activate ``model``, wait until Predict is served; stop it after."""
-    redis_port, grpc_port, http_port, inference_port = free_ports(4)
     run_dir = Path(tempfile.mkdtemp(prefix="digits-bench-"))
-    env = {
-        **os.environ,
-        "DIGITS_STACK": "local",
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "GATEWAY_GRPC_PORT": str(grpc_port),
-        "GATEWAY_HTTP_PORT": str(http_port),
-        "INFERENCE_PORT": str(inference_port),
-        "DIGITS_INFERENCE_REPLICAS": str(replicas),
-        "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
-        "DIGITS_MODEL_POLL_SECONDS": "0.5",
-        "DIGITS_CACHE_DIR": str(run_dir / "cache"),
-        **(extra_env or {}),
-    }
-    stack = LocalStack.from_environment(run_dir, env)
+    stack = LocalStack.isolated(run_dir, admin_token=ADMIN_TOKEN, DIGITS_INFERENCE_REPLICAS=str(replicas),
+                                **(extra_env or {}))
     stack.start()
     try:
         client = stack.redis_client()
@@ -135,7 +122,7 @@ PAYLOADS = ("png", "pixels", "pixel-bytes")
 def png(row: npt.NDArray[np.float32]) -> bytes:
     """A 28x28 grey PNG of one digit, as a client that has the digit as a picture sends it."""
     out = io.BytesIO()
-    Image.fromarray(row.reshape(28, 28).astype(np.uint8)).save(out, format="PNG")
+    Image.fromarray(row.reshape(SHAPE).astype(np.uint8)).save(out, format="PNG")
     return out.getvalue()
 
 

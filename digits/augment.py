@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-SIDE = 28
+from digits.mnist import N_PIXELS, SIDE
+
 # One pixel up, down, left, right.
 FOUR_SHIFTS: tuple[tuple[int, int], ...] = ((-1, 0), (1, 0), (0, -1), (0, 1))
 # ... and the four diagonals.
@@ -27,7 +28,7 @@ def shift(pixels: npt.NDArray[np.float32], dy: int, dx: int) -> npt.NDArray[np.f
     ys, yd = _window(dy)
     xs, xd = _window(dx)
     out[:, yd, xd] = images[:, ys, xs]
-    return out.reshape(len(pixels), SIDE * SIDE)
+    return out.reshape(len(pixels), N_PIXELS)
 
 
 def with_shifts(

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.errors import InvalidInput, Unavailable
+from digits.mnist import N_PIXELS, SHAPE
 
 IMAGES_FILE = "train-images-idx3-ubyte"
 LABELS_FILE = "train-labels-idx1-ubyte"
@@ -118,9 +119,9 @@ def load_sample() -> Dataset:
 def load_idx(directory: Path) -> Dataset:
     images = _read_idx(_find(directory, IMAGES_FILE))
     labels = _read_idx(_find(directory, LABELS_FILE))
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
+    if images.ndim != 3 or images.shape[1:] != SHAPE or labels.shape != (images.shape[0],):
         raise InvalidInput(f"{directory}: expected 28x28 images and one label each, got {images.shape}")
-    return Dataset(images.reshape(-1, 784), labels.astype(np.int64), f"idx:{directory}")
+    return Dataset(images.reshape(-1, N_PIXELS), labels.astype(np.int64), f"idx:{directory}")
 
 
 def load_openml(cache_dir: Path) -> Dataset:

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from digits.model import N_CLASSES, DigitModel, Floats, Labels, ServedModel
+from digits.mnist import N_CLASSES
+from digits.model import DigitModel, Floats, Labels, ServedModel
 
 
 class Ensemble(ServedModel):

@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from digits.model import N_CLASSES, ServedModel
+from digits.mnist import N_CLASSES
+from digits.model import ServedModel
 from digits.registry import serialize
 
 

@@ -44,7 +44,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from digits.preprocessing import CENTRE, MOMENT_BASIS, PIXELS, SIDE
+from digits.mnist import CENTRE, N_PIXELS, SIDE
+from digits.preprocessing import MOMENT_BASIS
 
 __all__ = ["CHUNK_ROWS", "GradientFeatures", "gradient_features", "normalise", "principal_axes"]
 
@@ -144,7 +145,7 @@ def normalise(
     The row coordinate of a sample is constant along an output row, so the bilinear sample factors into a
     vertical 2-tap interpolation between whole source rows, then a horizontal 2-tap one per output pixel.
     """
-    x = np.asarray(pixels, dtype=np.float32).reshape(-1, PIXELS)
+    x = np.asarray(pixels, dtype=np.float32).reshape(-1, N_PIXELS)
     n = x.shape[0]
     cy, cx, ry, rx, skew = _source_map(x, normalisation, size, aspect, slant, radius)
     off = _canvas_offsets(canvas)
@@ -277,10 +278,10 @@ def gradient_features(
     principal components, a fitted step, on top of these unfitted features).
     """
     x = np.asarray(pixels, dtype=np.float32)
-    if x.ndim == 1 and x.size == PIXELS:
-        x = x.reshape(1, PIXELS)
-    if x.ndim != 2 or x.shape[1] != PIXELS:
-        raise ValueError(f"expected a 2-D array with {PIXELS} features, got shape {x.shape}")
+    if x.ndim == 1 and x.size == N_PIXELS:
+        x = x.reshape(1, N_PIXELS)
+    if x.ndim != 2 or x.shape[1] != N_PIXELS:
+        raise ValueError(f"expected a 2-D array with {N_PIXELS} features, got shape {x.shape}")
     if directions < 3:
         raise ValueError("directions must be at least 3 (the parallelogram rule needs < 180 degrees between them)")
     width = grid * grid * directions
@@ -372,9 +373,9 @@ class GradientFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     axes_: F32 | None
 
     def fit(self, X: Any, y: Any = None) -> GradientFeatures:
-        self.n_features_in_ = PIXELS
+        self.n_features_in_ = N_PIXELS
         if self.components:
-            x = np.asarray(X, dtype=np.float32).reshape(-1, PIXELS)
+            x = np.asarray(X, dtype=np.float32).reshape(-1, N_PIXELS)
             blocks = (self._raw(x[s : s + _PROJECT_ROWS]) for s in range(0, len(x), _PROJECT_ROWS))
             self.mean_, self.axes_ = principal_axes(blocks, int(self.components))
         else:
@@ -390,8 +391,8 @@ class GradientFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
 
             raise NotFittedError("GradientFeatures with components > 0 must be fitted before transform")
         x = np.asarray(X, dtype=np.float32)
-        if x.ndim == 1 and x.size == PIXELS:
-            x = x.reshape(1, PIXELS)
+        if x.ndim == 1 and x.size == N_PIXELS:
+            x = x.reshape(1, N_PIXELS)
         out = np.empty((len(x), int(self.components)), dtype=np.float32)
         for start in range(0, len(x), _PROJECT_ROWS):  # the full-width features exist one block at a time
             features = self._raw(x[start : start + _PROJECT_ROWS])

@@ -23,15 +23,12 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digits.errors import InvalidInput, TooLarge
+from digits.mnist import CENTRE, N_PIXELS, SIDE
 
-__all__ = ["MNIST_SIDE", "declared_pixels", "pixel_bytes_to_image", "pixels_to_image", "read_image"]
+__all__ = ["declared_pixels", "pixel_bytes_to_image", "pixels_to_image", "read_image"]
 
-MNIST_SIDE = 28
-MNIST_PIXELS = MNIST_SIDE * MNIST_SIDE
 # MNIST fitted each digit into a 20x20 box, leaving a 4 px margin for centring by mass.
 DIGIT_BOX = 20
-# The centre of mass of MNIST digits sits at pixel index (14, 14) (measured: 13.99, 14.00).
-FIELD_CENTRE = MNIST_SIDE / 2
 
 # Pillow format ids we agree to parse; every other decoder stays out of reach of untrusted bytes.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
@@ -95,11 +92,11 @@ def pixels_to_image(values: Sequence[float] | np.ndarray) -> np.ndarray:
     Raises InvalidInput for wrong count, NaN/inf, or values outside [0, 255].
     """
     arr = _as_number_array(values)
-    if arr.shape == (MNIST_SIDE, MNIST_SIDE):
+    if arr.shape == (SIDE, SIDE):
         arr = arr.reshape(-1)  # a 28x28 grid is the same thing, row-major
-    if arr.ndim != 1 or arr.size != MNIST_PIXELS:
+    if arr.ndim != 1 or arr.size != N_PIXELS:
         got = arr.size if arr.ndim == 1 else f"an array of shape {arr.shape}"
-        raise InvalidInput(f"expected {MNIST_PIXELS} pixels ({MNIST_SIDE}x{MNIST_SIDE}), got {got}")
+        raise InvalidInput(f"expected {N_PIXELS} pixels ({SIDE}x{SIDE}), got {got}")
     # This runs for every request: two reductions decide (NaN fails both comparisons); the slow,
     # precise check only runs to word the error. Comparing in the values' own dtype sees exactly what was sent.
     if not (arr.min() >= 0 and arr.max() <= 255):
@@ -109,8 +106,8 @@ def pixels_to_image(values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def pixel_bytes_to_image(data: bytes) -> FloatImage:
     """784 bytes, one grey level (0..255) each, light ink on dark, row-major: every value is valid by its type."""
-    if len(data) != MNIST_PIXELS:
-        raise InvalidInput(f"expected {MNIST_PIXELS} pixel bytes ({MNIST_SIDE}x{MNIST_SIDE}), got {len(data)}")
+    if len(data) != N_PIXELS:
+        raise InvalidInput(f"expected {N_PIXELS} pixel bytes ({SIDE}x{SIDE}), got {len(data)}")
     return np.frombuffer(data, dtype=np.uint8).astype(np.float32)
 
 
@@ -427,8 +424,8 @@ def _centre_by_mass(digit: FloatImage) -> FloatImage:
     centre_row = float((rows * digit).sum()) / total if total > 0 else (height - 1) / 2
     centre_col = float((cols * digit).sum()) / total if total > 0 else (width - 1) / 2
     # Whole-pixel shift as in MNIST; clipped so a lopsided digit is never pushed off the field.
-    top = min(max(round(FIELD_CENTRE - centre_row), 0), MNIST_SIDE - height)
-    left = min(max(round(FIELD_CENTRE - centre_col), 0), MNIST_SIDE - width)
-    field = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    top = min(max(round(CENTRE - centre_row), 0), SIDE - height)
+    left = min(max(round(CENTRE - centre_col), 0), SIDE - width)
+    field = np.zeros((SIDE, SIDE), dtype=np.float32)
     field[top : top + height, left : left + width] = digit
     return field

@@ -26,12 +26,10 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from digits.errors import NotServable
+from digits.mnist import N_CLASSES, N_PIXELS
 
 Floats = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
-
-N_CLASSES = 10
-N_PIXELS = 784
 
 
 def scale_pixels(pixels: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -17,12 +17,11 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, TransformerMixin
 
-__all__ = ["CENTRE", "MOMENT_BASIS", "PIXELS", "SIDE", "Deskew", "affine_resample", "deskew"]
+from digits.mnist import CENTRE, N_PIXELS, SIDE
 
-SIDE: Final = 28
-PIXELS: Final = SIDE * SIDE
-# Where the centre of mass goes (as in the classic deskewing: shape / 2).
-CENTRE: Final = SIDE / 2.0
+__all__ = ["MOMENT_BASIS", "Deskew", "affine_resample", "deskew"]
+
+# The centre of mass goes to mnist.CENTRE (as in the classic deskewing: shape / 2).
 # Rows per block: bounds the temporaries (a few float32/intp arrays of CHUNK x 784) on large batches.
 CHUNK_ROWS: Final = 2048
 
@@ -35,7 +34,7 @@ _COL: Final = _cols.reshape(-1).astype(np.float64)
 # Mass, first and second moments of every image in one (n, 784) @ (784, 6) product. Coordinates are taken
 # relative to the field's centre so that the second moments do not cancel catastrophically.
 _R, _C = _ROW - CENTRE, _COL - CENTRE
-MOMENT_BASIS: Final = np.stack([np.ones(PIXELS), _R, _C, _R * _R, _R * _C, _C * _C], axis=1)
+MOMENT_BASIS: Final = np.stack([np.ones(N_PIXELS), _R, _C, _R * _R, _R * _C, _C * _C], axis=1)
 _PADDED: Final = SIDE + 2
 _ROW_OFFSETS: Final = np.arange(SIDE, dtype=np.float64) - CENTRE
 _COLUMNS: Final = np.arange(SIDE, dtype=np.intp)
@@ -73,8 +72,8 @@ def affine_resample(images: npt.ArrayLike, row_of: F64, col_of: F64) -> F32:
 def deskew(images: npt.ArrayLike) -> F32:
     """Deskewed copies of ``images`` (n, 784), float32, see ``Deskew``."""
     pixels = np.asarray(images, dtype=np.float32)
-    if pixels.ndim != 2 or pixels.shape[1] != PIXELS:
-        raise ValueError(f"expected a 2-D array with {PIXELS} features, got shape {pixels.shape}")
+    if pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
+        raise ValueError(f"expected a 2-D array with {N_PIXELS} features, got shape {pixels.shape}")
     if len(pixels) <= CHUNK_ROWS:
         return _deskew_block(pixels)
     return np.concatenate([_deskew_block(pixels[s : s + CHUNK_ROWS]) for s in range(0, len(pixels), CHUNK_ROWS)])
@@ -129,7 +128,7 @@ def _shear(pixels: F32, dy: F64, dx: F64, skew: F64) -> F32:
     flat = wide.reshape(-1)
     out = flat[line + left] * (one - fc)
     out += flat[line + right] * fc
-    result: F32 = out.reshape(n, PIXELS)
+    result: F32 = out.reshape(n, N_PIXELS)
     return result
 
 
@@ -140,7 +139,7 @@ class Deskew(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """
 
     def fit(self, X: Any, y: Any = None) -> Deskew:
-        self.n_features_in_ = PIXELS
+        self.n_features_in_ = N_PIXELS
         return self
 
     def transform(self, X: Any) -> F32:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -133,6 +134,11 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="logs are JSON lines on stderr")
 
+    # `make up` and friends (python -m digits.stack).
+    stack: Literal["", "local"] = Field("", description="`local` runs the stack as local processes even where a "
+                                                        "Docker engine answers; unset: Docker Compose when one "
+                                                        "answers")
+
     def tokens(self) -> dict[str, frozenset[str]]:
         """Each accepted bearer token and the scopes it grants."""
         granted = {self.admin_token.get_secret_value(): frozenset({"models", "training"})}
@@ -189,6 +195,13 @@ def _weakness(secret: SecretStr | None) -> str:
 @functools.cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, to build a child process's environment from (the stack's services,
+    a CLI run by a test). This module is the only one that reads ``os.environ`` (tests/unit/test_settings.py):
+    configuration is read through ``Settings``."""
+    return dict(os.environ)
 
 
 def variable(name: str) -> str:

@@ -30,7 +30,8 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
 from digits.augment import shift
-from digits.preprocessing import CENTRE, PIXELS, SIDE, affine_resample
+from digits.mnist import CENTRE, N_PIXELS, SIDE
+from digits.preprocessing import affine_resample
 
 __all__ = ["SHIFT_SETS", "VirtualSupportVectorSVC", "rotate", "virtual_offsets"]
 
@@ -52,7 +53,7 @@ def virtual_offsets(shifts: str) -> tuple[tuple[int, int], ...]:
 
 def rotate(pixels: npt.ArrayLike, degrees: float) -> npt.NDArray[np.float32]:
     """Rows of ``pixels`` (n, 784) rotated by ``degrees`` (counter-clockwise) about the field's centre."""
-    rows = np.asarray(pixels, dtype=np.float32).reshape(-1, PIXELS)
+    rows = np.asarray(pixels, dtype=np.float32).reshape(-1, N_PIXELS)
     theta = math.radians(degrees)
     cos, sin = math.cos(theta), math.sin(theta)
     r, c = np.mgrid[0:SIDE, 0:SIDE]
@@ -61,7 +62,7 @@ def rotate(pixels: npt.ArrayLike, degrees: float) -> npt.NDArray[np.float32]:
     row_of = CENTRE + cos * dr - sin * dc
     col_of = CENTRE + sin * dr + cos * dc
     n = len(rows)
-    return affine_resample(rows, np.broadcast_to(row_of, (n, PIXELS)), np.broadcast_to(col_of, (n, PIXELS)))
+    return affine_resample(rows, np.broadcast_to(row_of, (n, N_PIXELS)), np.broadcast_to(col_of, (n, N_PIXELS)))
 
 
 def _project(projection: PCA | None, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -100,8 +101,8 @@ class VirtualSupportVectorSVC(ClassifierMixin, BaseEstimator):  # type: ignore[m
         offsets = virtual_offsets(self.shifts)
         rows = np.asarray(X, dtype=np.float32)
         labels = np.asarray(y)
-        if rows.ndim != 2 or rows.shape[1] != PIXELS:
-            raise ValueError(f"expected a 2-D array with {PIXELS} features (28x28 digits), got shape {rows.shape}")
+        if rows.ndim != 2 or rows.shape[1] != N_PIXELS:
+            raise ValueError(f"expected a 2-D array with {N_PIXELS} features (28x28 digits), got shape {rows.shape}")
         first_projection = self._projection(rows)
         first = self._svc(self.gamma).fit(_project(first_projection, rows), labels)
         self.gamma_ = float(first._gamma)
@@ -115,14 +116,14 @@ class VirtualSupportVectorSVC(ClassifierMixin, BaseEstimator):  # type: ignore[m
         # MNIST digits that read 5 more of 10,000 validation digits than reusing the first one.
         self.projection_ = self._projection(virtual)
         self.svc_ = self._svc(self.gamma_).fit(self._project(virtual), np.tile(sv_labels, len(copies)))
-        self.n_features_in_ = PIXELS
+        self.n_features_in_ = N_PIXELS
         return self
 
     def _projection(self, rows: npt.NDArray[np.float32]) -> PCA | None:
         if not self.components:
             return None
-        if not 1 <= int(self.components) < PIXELS:
-            raise ValueError(f"components must be 0 (pixels) or 1 to {PIXELS - 1}, not {self.components}")
+        if not 1 <= int(self.components) < N_PIXELS:
+            raise ValueError(f"components must be 0 (pixels) or 1 to {N_PIXELS - 1}, not {self.components}")
         # The full SVD is deterministic (no random_state to carry) and takes seconds on 60,000 digits.
         return PCA(int(self.components), svd_solver="full").fit(rows)
 

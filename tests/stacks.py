@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from digits.client import RetrainOptions
-from digits.stack.local import LocalStack, free_ports
+from digits.stack.local import LocalStack
 
 ADMIN_TOKEN = "test-admin-token"
 # The stack's first model: the production recipe on 4,000 of the sample's 5,000 digits, so that 1,000 stay unseen
@@ -22,21 +22,7 @@ FIRST_MODEL: RetrainOptions = {"limit": 4000, "seed": 0}
 def running_stack(run_dir: Path, *, first_model: bool = True, **extra_env: str) -> Iterator[LocalStack]:
     """A stack on free ports; with ``first_model`` (the default) a model trained on the sample (FIRST_MODEL) and
     served."""
-    redis_port, grpc_port, http_port, inference_port = free_ports(4)
-    env = {
-        **os.environ,
-        "DIGITS_STACK": "local",
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "GATEWAY_GRPC_PORT": str(grpc_port),
-        "GATEWAY_HTTP_PORT": str(http_port),
-        "INFERENCE_PORT": str(inference_port),  # replicas take inference_port, inference_port + 1, ...
-        "DIGITS_DATA": "sample",
-        "DIGITS_ADMIN_TOKEN": ADMIN_TOKEN,
-        "DIGITS_MODEL_POLL_SECONDS": "0.5",
-        "DIGITS_CACHE_DIR": str(run_dir / "cache"),
-        **extra_env,
-    }
-    stack = LocalStack.from_environment(run_dir, env)
+    stack = LocalStack.isolated(run_dir, admin_token=ADMIN_TOKEN, **extra_env)
     assert stack.start()
     groups: dict[str, int] = {}
     try:

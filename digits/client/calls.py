@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from digits.client import types
 from digits.client.errors import InvalidInputError, UnavailableError
+from digits.mnist import N_PIXELS, SHAPE
 from digits.settings import Settings, get_settings
 from digits.v1 import (
     models_pb2,
@@ -30,7 +31,6 @@ from digits.v1 import (
 
 T = TypeVar("T")
 ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
-N_PIXELS = 784
 # Replies can be large (a model's report, a batch of 1,024 answers); requests are bounded by the server.
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # What a PredictBatch message holds besides its images (field tags and lengths), per item.
@@ -207,7 +207,7 @@ def _batch_call(batch: list[recognizer_pb2.PredictRequest]) -> Call[list[types.P
 
 def _items(images: Iterable[ImageInput] | np.ndarray[Any, Any]) -> Iterable[ImageInput]:
     if isinstance(images, np.ndarray):
-        if images.ndim == 1 or images.shape == (28, 28):
+        if images.ndim == 1 or images.shape == SHAPE:
             raise InvalidInputError(f"an array of shape {images.shape} is one digit: use predict(), not "
                                     "predict_many()")
         return list(pixel_rows(images))
@@ -235,9 +235,9 @@ def predict_request(image: ImageInput) -> recognizer_pb2.PredictRequest:
 def pixel_rows(pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Digits as rows of 784 float32 values: from (784,), (28, 28), (N, 784) or (N, 28, 28)."""
     shape = pixels.shape
-    if shape in ((N_PIXELS,), (28, 28)):
+    if shape in ((N_PIXELS,), SHAPE):
         return pixels.reshape(1, N_PIXELS).astype(np.float32)
-    if (len(shape) == 2 and shape[1] == N_PIXELS) or (len(shape) == 3 and shape[1:] == (28, 28)):
+    if (len(shape) == 2 and shape[1] == N_PIXELS) or (len(shape) == 3 and shape[1:] == SHAPE):
         return pixels.reshape(shape[0], N_PIXELS).astype(np.float32)
     raise InvalidInputError(f"pixels must have shape (784,), (28, 28), (N, 784) or (N, 28, 28), not {shape}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ from PIL import Image
 from digits import healthcheck
 from digits.client.progress import ProgressReport
 from digits.errors import FailedPrecondition, IntegrityError, NotServable
+from digits.mnist import SHAPE
+from digits.settings import get_settings
 from digits.stack import secrets
 from digits.stack.local import REPO, LocalStack
 from digits.stack.supervisor import Supervisor
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def docker_engine_answers() -> bool:
-    if os.environ.get("DIGITS_STACK", "") == "local":
+    if get_settings().stack == "local":
         return False
     try:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
@@ -118,7 +119,7 @@ def write_sample_digit(run_dir: Path) -> Path:
     data = load_sample()
     index = int(np.flatnonzero(data.labels == 7)[-1])
     path = run_dir / "sample-7.png"
-    picture = 255 - data.pixels[index].reshape(28, 28)
+    picture = 255 - data.pixels[index].reshape(SHAPE)
     Image.fromarray(picture.astype(np.uint8)).resize((140, 140), Image.Resampling.LANCZOS).save(path)
     return path
 

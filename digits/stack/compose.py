@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from digits.settings import process_environment
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -32,7 +33,7 @@ class ServiceSpec:
 def load(path: Path = COMPOSE_FILE, env: Mapping[str, str] | None = None) -> dict[str, ServiceSpec]:
     """The services `docker compose up` starts: those of an optional profile (monitoring) are left out."""
     document = yaml.safe_load(path.read_text())
-    variables = dict(os.environ if env is None else env)
+    variables = process_environment() if env is None else dict(env)
     return {name: _service(name, body, variables) for name, body in document["services"].items()
             if not body.get("profiles")}
 

@@ -25,7 +25,7 @@ import redis
 from digits import healthcheck, redis_users
 from digits.client import Client, Job, RetrainOptions
 from digits.registry import Registry
-from digits.settings import DEV_ADMIN_TOKEN
+from digits.settings import DEV_ADMIN_TOKEN, process_environment
 from digits.signing import SigningKey, Verifier
 from digits.stack import compose, secrets
 from digits.stack.supervisor import ProcessSpec
@@ -80,6 +80,28 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def isolated_env(run_dir: Path, *, admin_token: str, **overrides: str) -> dict[str, str]:
+    """The environment of a stack of its own, as tests and benchmarks start one: local processes on free ports of
+    127.0.0.1 (Redis, the gateway's gRPC and HTTP, inference replicas from INFERENCE_PORT on), the sample data, a
+    downloads cache under ``run_dir``, replicas that notice a new active model within half a second, and
+    ``admin_token``; ``overrides`` (variable names) on top. Whatever else this process's environment holds is kept.
+    """
+    redis_port, grpc_port, http_port, inference_port = free_ports(4)
+    return {
+        **process_environment(),
+        "DIGITS_STACK": "local",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "GATEWAY_GRPC_PORT": str(grpc_port),
+        "GATEWAY_HTTP_PORT": str(http_port),
+        "INFERENCE_PORT": str(inference_port),  # replicas take inference_port, inference_port + 1, ...
+        "DIGITS_DATA": "sample",
+        secrets.ADMIN_TOKEN: admin_token,
+        "DIGITS_MODEL_POLL_SECONDS": "0.5",
+        "DIGITS_CACHE_DIR": str(run_dir / "cache"),
+        **overrides,
+    }
 
 
 def local_env(base: Mapping[str, str], run_dir: Path | None = None) -> dict[str, str]:
@@ -169,9 +191,14 @@ class LocalStack:
 
     @classmethod
     def from_environment(cls, run_dir: Path, env: Mapping[str, str] | None = None) -> LocalStack:
-        env = local_env(os.environ if env is None else env, run_dir)
+        env = local_env(process_environment() if env is None else env, run_dir)
         replicas = compose.load(env=env)["inference"].replicas
         return cls(run_dir, Ports.from_env(env, replicas), env)
+
+    @classmethod
+    def isolated(cls, run_dir: Path, *, admin_token: str, **overrides: str) -> LocalStack:
+        """A stack of its own on free ports (``isolated_env``), not started yet: what tests and benchmarks run."""
+        return cls.from_environment(run_dir, isolated_env(run_dir, admin_token=admin_token, **overrides))
 
     @property
     def state_file(self) -> Path:

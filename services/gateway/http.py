@@ -19,6 +19,7 @@ from rq.registry import FailedJobRegistry
 
 from digits import jobs, package_version
 from digits.errors import DigitsError, InvalidInput, TooLarge, http_status
+from digits.mnist import N_PIXELS, SIDE
 from digits.registry import ModelRecord, Registry
 from digits.rpc import LATENCY_BUCKETS, upstream_retry_after
 from digits.settings import Settings
@@ -44,7 +45,6 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 FAILED_JOBS = Gauge(
     "digits_training_jobs_failed", "Retrain jobs in RQ's failed-job registry (queue training), read at each scrape."
 )
-N_PIXELS = 784
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FORWARDER = web.AppKey("forwarder", Forwarder)
@@ -225,7 +225,7 @@ def _pixels(body: bytes) -> list[float]:
     if not isinstance(pixels, list):
         raise InvalidInput('expected a JSON object {"pixels": [784 numbers from 0 to 255]}')
     if len(pixels) != N_PIXELS:
-        raise InvalidInput(f"expected {N_PIXELS} pixels (28x28), got {len(pixels)}")
+        raise InvalidInput(f"expected {N_PIXELS} pixels ({SIDE}x{SIDE}), got {len(pixels)}")
     if not all(isinstance(p, int | float) and not isinstance(p, bool) for p in pixels):
         raise InvalidInput("every pixel must be a number from 0 to 255")
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from digits.mnist import N_PIXELS
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -46,7 +48,7 @@ PREDICT_BODY = {
         "multipart/form-data": {"schema": {"type": "object", "properties": {
             "image": {"type": "string", "contentMediaType": "application/octet-stream"}}, "required": ["image"]}},
         "application/json": {"schema": {"type": "object", "required": ["pixels"], "properties": {
-            "pixels": {"type": "array", "minItems": 784, "maxItems": 784,
+            "pixels": {"type": "array", "minItems": N_PIXELS, "maxItems": N_PIXELS,
                        "items": {"type": "number", "minimum": 0, "maximum": 255},
                        "description": "28x28 grey levels, light ink on dark, row-major, as in MNIST"}}}},
     },

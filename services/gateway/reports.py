@@ -10,6 +10,7 @@ import io
 from html import escape
 from typing import Any
 
+from digits.mnist import N_CLASSES
 from digits.registry import ModelRecord
 from services.gateway.replicas import ReplicaStatus
 
@@ -119,7 +120,7 @@ def confusion_png(record: ModelRecord) -> bytes:
     import numpy as np
     from matplotlib.figure import Figure
 
-    matrix = np.array(record.metrics.get("confusion_matrix") or np.zeros((10, 10)))
+    matrix = np.array(record.metrics.get("confusion_matrix") or np.zeros((N_CLASSES, N_CLASSES)))
     figure = Figure(figsize=(4.6, 4.0), dpi=100)
     axes = figure.subplots()
     image = axes.imshow(np.log1p(matrix), cmap="Blues")
@@ -127,7 +128,7 @@ def confusion_png(record: ModelRecord) -> bytes:
         if count:
             color = "white" if count > matrix.max() / 2 else "black"
             axes.text(read, true, str(count), ha="center", va="center", fontsize=6.5, color=color)
-    axes.set(xticks=range(10), yticks=range(10), xlabel="read as", ylabel="true digit",
+    axes.set(xticks=range(N_CLASSES), yticks=range(N_CLASSES), xlabel="read as", ylabel="true digit",
              title=f"{record.version}: confusion matrix")
     figure.colorbar(image, ax=axes, label="log(1 + count)")
     figure.tight_layout()
@@ -140,9 +141,9 @@ def f1_png(record: ModelRecord) -> bytes:
     scores = record.metrics.get("f1_per_class") or [0.0] * 10
     figure = Figure(figsize=(4.6, 4.0), dpi=100)
     axes = figure.subplots()
-    bars = axes.bar(range(10), scores, color="#4a7fb5")
+    bars = axes.bar(range(N_CLASSES), scores, color="#4a7fb5")
     axes.bar_label(bars, labels=[f"{s:.3f}" for s in scores], fontsize=7, rotation=90, padding=2)
-    axes.set(xticks=range(10), xlabel="digit", ylabel="F1", ylim=(min(scores) - 0.05, 1.0),
+    axes.set(xticks=range(N_CLASSES), xlabel="digit", ylabel="F1", ylim=(min(scores) - 0.05, 1.0),
              title=f"{record.version}: F1 by digit")
     figure.tight_layout()
     return _png(figure)

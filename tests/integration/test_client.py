@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from digits.client import (
 )
 from digits.client.errors import DeadlineExceededError
 from digits.healthcheck import is_serving
-from digits.settings import Settings
+from digits.settings import Settings, process_environment
 from digits.stack.local import RECOGNIZER, LocalStack
 from tests.integration.digits_data import as_png, held_out
 from tests.stacks import ADMIN_TOKEN, running_stack
@@ -51,7 +50,7 @@ def client(fresh: LocalStack) -> Iterator[Client]:
 
 def cli(stack: LocalStack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """The CLI with its output in a pipe, as a script would run it."""
-    env = {**os.environ, "DIGITS_TOKEN": ADMIN_TOKEN}
+    env = process_environment() | {"DIGITS_TOKEN": ADMIN_TOKEN}
     return subprocess.run([sys.executable, "-m", "digits.cli", "--gateway", stack.ports.gateway, *args], env=env,
                           capture_output=True, text=True, timeout=300, check=check)
 

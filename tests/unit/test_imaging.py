@@ -22,7 +22,8 @@ from PIL import Image
 
 from digits import imaging
 from digits.errors import InvalidInput, TooLarge
-from digits.imaging import MNIST_SIDE, pixels_to_image, read_image
+from digits.imaging import pixels_to_image, read_image
+from digits.mnist import SIDE as MNIST_SIDE
 
 LIMITS = {"max_bytes": 8_000_000, "max_pixels": 4_000_000}
 FIDELITY_SAMPLE = 200  # digits per rendering: 1,000 reads, ~10 s

@@ -3,6 +3,7 @@ refused outside local mode."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,43 @@ def test_an_empty_variable_is_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGITS_TRAINING_TOKEN", "")
     assert Settings().training_token is None
     assert "" not in Settings().tokens()
+
+
+
+# -- one source of configuration ---------------------------------------------------------------------
+
+SCANNED = ("digits", "services", "bench", "tests")
+# The one module that reads the process environment: Settings, and process_environment() for child processes.
+ENVIRONMENT_READER = REPO / "digits" / "settings.py"
+_ENVIRONMENT_NAMES = {"environ", "environb", "getenv", "getenvb"}
+
+
+def environment_reads(path: Path, root: Path = REPO) -> list[str]:
+    """Each read of the process environment in ``path`` (``os.environ``, ``os.getenv``, ``from os import
+    environ``, ...), as "file:line: what", in source order. Strings and comments that name them are no reads."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (isinstance(node, ast.Attribute) and node.attr in _ENVIRONMENT_NAMES
+                and isinstance(node.value, ast.Name) and node.value.id in {"os", "posix"}):
+            found.append((node.lineno, node.col_offset, f"{node.value.id}.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module in {"os", "posix"}:
+            found += [(node.lineno, node.col_offset, f"from {node.module} import {alias.name}")
+                      for alias in node.names if alias.name in _ENVIRONMENT_NAMES]
+    return [f"{path.relative_to(root)}:{line}: {what}" for line, _, what in sorted(found)]
+
+
+def test_only_the_settings_read_the_environment() -> None:
+    files = [path for folder in SCANNED for path in sorted((REPO / folder).rglob("*.py"))
+             if path != ENVIRONMENT_READER]
+    assert len(files) > 50, "the scan found too few sources to mean anything"
+    reads = [read for path in files for read in environment_reads(path)]
+    assert not reads, ("configuration is read through digits.settings (Settings, or process_environment() for a "
+                       "child process's environment), not from os.environ directly:\n" + "\n".join(reads))
+
+
+def test_the_scan_sees_every_spelling_of_an_environment_read(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\nfrom os import getenv\na = os.environ['A']\nb = os.getenv('B')\n"
+                      "c = dict(os.environ)  # os.environ\nd = 'os.environ in a string is no read'\n")
+    assert [read.split(": ", 1)[1] for read in environment_reads(sample, tmp_path)] == [
+        "from os import getenv", "os.environ", "os.getenv", "os.environ"]

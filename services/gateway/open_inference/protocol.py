@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.errors import InvalidInput, NotFound, TooLarge
-from digits.model import N_CLASSES, N_PIXELS
+from digits.mnist import N_CLASSES, N_PIXELS, SHAPE
 from digits.registry import Registry
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.blocking import off_loop
@@ -188,7 +188,7 @@ def _images(tensor: InputTensor) -> list[bytes]:
 def _pixel_requests(tensor: InputTensor) -> list[pb.PredictRequest]:
     if tensor.datatype not in PIXEL_TYPES or tensor.numbers is None:
         raise InvalidInput(f"input 'pixels' must be UINT8 or FP32, not {tensor.datatype}")
-    per_item = [N_PIXELS] if len(tensor.shape) == 2 else [28, 28]
+    per_item = [N_PIXELS] if len(tensor.shape) == 2 else list(SHAPE)
     count = _batch_size(tensor, per_item)
     if tensor.numbers.size != count * N_PIXELS:
         raise InvalidInput(f"'pixels' holds {tensor.numbers.size} values; shape {list(tensor.shape)} needs "
