@@ -23,7 +23,6 @@ from digits import candidates, datasets
 from digits.fastsvc import compile_svc_pipeline
 from digits.model import DigitModel, scale_pixels
 from digits.preprocessing import Deskew, deskew
-from digits.vsv import VirtualSupportVectorSVC
 
 N_TRAIN = 1_000
 N_HELD_OUT = 1_000
@@ -136,20 +135,6 @@ def test_deskew_is_applied_once_in_the_model_and_nowhere_else(models: dict[str, 
     assert right_with > right_without + 0.01
 
 
-@pytest.mark.parametrize(("name", "copies", "features"), [("svc-vsv", 13, 50), ("svc-vsv-pixels", 5, 784)])
-def test_vsv_fits_on_virtual_support_vectors(name: str, copies: int, features: int,
-                                             models: dict[str, DigitModel]) -> None:
-    vsv = models[name].estimator[-1]
-    assert isinstance(vsv, VirtualSupportVectorSVC)
-    # originals + 12 shifts (8 directions by one pixel, 4 by two) or + 4 one-pixel shifts
-    assert vsv.n_virtual_training_ == copies * vsv.n_first_support_vectors_
-    assert vsv.svc_.gamma == vsv.gamma_ and vsv.gamma_ > 0  # both fits share the kernel
-    assert vsv.svc_.support_vectors_.shape[1] == features
-    assert (vsv.projection_ is not None) == (features < 784)
-    assert models[name].votes_only
-    assert models[name].describe()["n_support_vectors"] == vsv.svc_.support_vectors_.shape[0]
-
-
 def test_projected_vsv_serves_what_it_was_trained_on(models: dict[str, DigitModel],
                                                      digits: tuple[F32, Any, F32, Any]) -> None:
     *_, x_test, _ = digits
@@ -160,16 +145,3 @@ def test_projected_vsv_serves_what_it_was_trained_on(models: dict[str, DigitMode
     # The fast path feeds the SVC the projection of the deskewed digits, and only that.
     assert np.allclose(model._fast.transform(x_test[:300]), projected, atol=1e-5)
     assert np.array_equal(model.predict(x_test[:300])[0], vsv.svc_.predict(projected))
-    with pytest.raises(ValueError, match="components must be"):
-        VirtualSupportVectorSVC(components=784).fit(on_grid, np.arange(300) % 10)
-
-
-def test_candidates_record_their_recipe() -> None:
-    base = candidates.CANDIDATES["svc"]
-    assert [s for s, _ in base.estimator(0).steps] == ["scale", "model"]
-    vsv = candidates.CANDIDATES["svc-vsv"].with_params({"virtual_shifts": "8", "rotations_deg": [-10, 10], "C": 5})
-    assert vsv.params["deskew"] is True and vsv.params["virtual_shifts"] == "8"
-    assert vsv.shifts == 0  # virtual shifts are not the job's augmentation of the whole training set
-    final = vsv.estimator(0)[-1]
-    assert (final.shifts, final.rotations_deg, final.C) == ("8", (-10.0, 10.0), 5)
-    assert candidates.CANDIDATES["svc-deskew"].with_params({"deskew": False}).estimator(0).steps[1][0] == "model"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from digits import candidates, datasets
-from digits.evaluation import evaluate
 from digits.model import DigitModel
 
 
@@ -52,14 +51,3 @@ def test_pickle_drops_the_fast_path(fitted: tuple[DigitModel, datasets.Split]) -
     assert not restored.fast
     restored.prepare()
     assert np.array_equal(restored.predict(split.x_val[:50])[0], model.predict(split.x_val[:50])[0])
-
-
-def test_evaluation_figures(fitted: tuple[DigitModel, datasets.Split]) -> None:
-    model, split = fitted
-    metrics = evaluate(model, split.x_val, split.y_val)
-    assert 0.85 < metrics["accuracy"] <= 1.0
-    assert len(metrics["f1_per_class"]) == 10
-    matrix = np.array(metrics["confusion_matrix"])
-    assert matrix.shape == (10, 10) and matrix.sum() == len(split.y_val)
-    assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])
-    assert metrics["n_support_vectors"] > 0
