@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of every HTTP route the gateway serves, at ``/openapi.json``.
 
-tests/unit/test_openapi.py validates it against the OpenAPI 3.1 schema and fails when a route is served but not
+tests/unit/test_gateway_openapi.py validates it against the OpenAPI 3.1 schema and fails when a route is served but not
 described here, or described but not served.
 """
 

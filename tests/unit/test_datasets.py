@@ -45,8 +45,8 @@ def test_idx_errors_say_what_is_missing(tmp_path: Path) -> None:
         datasets.load(f"idx:{tmp_path}", cache_dir=tmp_path)
 
 
-def test_sample_is_the_5000_real_digits_and_splits_are_stratified_and_seeded() -> None:
-    data = datasets.load("sample", cache_dir=Path("."))
+def test_sample_is_the_5000_real_digits_and_splits_are_stratified_and_seeded(mnist_sample: datasets.Dataset) -> None:
+    data = mnist_sample  # datasets.load("sample", ...), loaded once for the run (conftest.py)
     assert data.pixels.shape == (5000, 784) and data.pixels.dtype == np.uint8
     assert sorted(set(data.labels.tolist())) == list(range(10))
     first = datasets.split(data, seed=1, validation_fraction=0.2)

