@@ -14,13 +14,12 @@ from digits.mnist import N_CLASSES
 from digits.registry import ModelRecord
 from services.gateway.replicas import ReplicaStatus
 
-STYLE = """
-body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:980px;padding:1rem;color:#1b1b1b}
-table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{padding:.35rem .5rem;border-bottom:1px solid #ddd;
-text-align:right}th:first-child,td:first-child{text-align:left}tr.win{background:#eef7ee}tr.active td:first-child{
-font-weight:700}.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:100%;height:auto}
-code{background:#f3f3f3;padding:0 .25rem}a{color:#0645ad}tr.disagree{background:#fdecea}
-"""
+# The drawing page's stylesheet (static/style.css) styles these pages too: one file, and none inline (the
+# Content-Security-Policy, default-src 'self', would refuse an inline <style> anyway).
+STYLESHEET = "/static/style.css"
+# The navigation bar every page ends with, in this order. static/index.html carries nav("/") as written here
+# (tests/unit/test_reports.py keeps the two equal).
+PAGES = (("/", "Draw"), ("/models", "Models"))
 
 COLUMNS = [
     ("accuracy", "accuracy", "{:.4f}"), ("f1_weighted", "weighted F1", "{:.4f}"),
@@ -29,10 +28,34 @@ COLUMNS = [
 ]
 
 
-def _page(title: str, body: str) -> str:
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+def nav(path: str) -> str:
+    """The navigation bar for the page at ``path``: its own item is the current page, and a page below an item
+    (``/models/v3`` below ``/models``) marks that item as the current section."""
+
+    def current(href: str) -> str:
+        if path == href:
+            return ' aria-current="page"'
+        return ' aria-current="true"' if href != "/" and path.startswith(href + "/") else ""
+
+    items = "".join(f'<li><a href="{href}"{current(href)}>{label}</a></li>' for href, label in PAGES)
+    return f'<footer><nav class="site-nav" aria-label="Pages"><ul>{items}</ul></nav></footer>'
+
+
+def _page(path: str, title: str, heading: str, intro: str, body: str) -> str:
+    """The drawing page's layout: a header, the page's panels, the navigation bar. ``heading``, ``intro`` and
+    ``body`` are HTML whose untrusted parts the caller has escaped."""
+    return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<meta name="color-scheme" content="light dark">'
+            f'<title>{escape(title)}</title><link rel="icon" href="data:,">'
+            f'<link rel="stylesheet" href="{STYLESHEET}"></head><body>'
+            f'<header><h1>{heading}</h1><p>{intro}</p></header><main class="report">{body}</main>'
+            f"{nav(path)}</body></html>")
+
+
+def _panel(anchor: str, title: str, content: str) -> str:
+    return (f'<section class="panel" aria-labelledby="{anchor}"><h2 id="{anchor}">{title}</h2>{content}'
+            "</section>")
 
 
 def _cell(row: dict[str, Any], key: str, fmt: str | None) -> str:
@@ -53,7 +76,7 @@ def _marks(record: ModelRecord, active: str, pinned: set[str]) -> str:
 def _replicas_section(replicas: list[ReplicaStatus], active: str) -> str:
     """Which version each replica serves; a replica that disagrees with the active pointer is called out."""
     if not replicas:
-        return "<p>No inference replica has reported in the last few seconds.</p>"
+        return _panel("replicas-title", "Replicas", "<p>No inference replica has reported in the last few seconds.</p>")
     rows = "".join(
         f'<tr class="{"" if s.version == active else "disagree"}"><td>{escape(s.id)}</td><td>{escape(s.version or "-")}'
         f"</td><td>{escape(s.state)}</td><td>{escape(s.error)}</td></tr>"
@@ -63,8 +86,8 @@ def _replicas_section(replicas: list[ReplicaStatus], active: str) -> str:
     warning = (f"<p><b>{len(behind)} of {len(replicas)} replicas do not serve the active version {escape(active)}"
                "</b> (see their state).</p>" if behind else
                f"<p>All {len(replicas)} replicas serve {escape(active)}.</p>")
-    return (f"<h2>Replicas</h2>{warning}<table><tr><th>replica</th><th>serves</th><th>state</th><th>why</th></tr>"
-            f"{rows}</table>")
+    table = f"<table><tr><th>replica</th><th>serves</th><th>state</th><th>why</th></tr>{rows}</table>"
+    return _panel("replicas-title", "Replicas", warning + table)
 
 
 def models_page(records: list[ModelRecord], active: str, pinned: set[str], replicas: list[ReplicaStatus]) -> str:
@@ -72,16 +95,16 @@ def models_page(records: list[ModelRecord], active: str, pinned: set[str], repli
         f'<tr class="{"active" if r.version == active else ""}"><td><a href="/models/{escape(r.version)}">'
         f'{escape(r.version)}</a>{_marks(r, active, pinned)}</td><td>{escape(r.kind)}</td>'
         + "".join(f"<td>{_cell(r.metrics, k, f)}</td>" for k, _, f in COLUMNS[:3])
-        + f"<td>{escape(str(r.dataset.get('source', '')))} ({r.dataset.get('size', '?')})</td>"
+        + f"<td>{escape(str(r.dataset.get('source', '')))} ({escape(str(r.dataset.get('size', '?')))})</td>"
         f"<td>{escape(r.created_at)}</td></tr>"
         for r in records
     )
     head = "".join(f"<th>{escape(label)}</th>" for _, label, _ in COLUMNS[:3])
-    body = (f"<h1>Models</h1><p>Active: <b>{escape(active or 'none')}</b>. Figures are on each job's own "
-            f"validation digits.</p>{_replicas_section(replicas, active)}"
-            f"<table><tr><th>version</th><th>kind</th>{head}<th>data</th><th>created</th>"
-            f"</tr>{rows}</table><p><a href='/'>Draw a digit</a></p>")
-    return _page("Digits: models", body)
+    versions = (f"<table><tr><th>version</th><th>kind</th>{head}<th>data</th><th>created</th></tr>{rows}"
+                "</table>")
+    intro = f"Active: <b>{escape(active or 'none')}</b>. Figures are on each job's own validation digits."
+    body = _replicas_section(replicas, active) + _panel("versions-title", "Versions", versions)
+    return _page("/models", "Digits: models", "Models", intro, body)
 
 
 def model_page(record: ModelRecord, active: str) -> str:
@@ -100,20 +123,25 @@ def model_page(record: ModelRecord, active: str) -> str:
     confusions = "".join(f"<li>{escape(s)}</li>" for s in metrics.get("confusions", []))
     split = report.get("split", {})
     state = "active" if record.version == active else "not active"
-    body = (
-        f"<p><a href='/models'>All models</a></p><h1>{escape(record.version)}: {escape(record.kind)} ({state})</h1>"
-        f"<p>Trained {escape(record.created_at)} on <code>{escape(str(record.dataset.get('source')))}</code> "
-        f"({record.dataset.get('size')} digits, sha256 {escape(str(record.dataset.get('digest', ''))[:12])}): "
-        f"{split.get('train', '?')} to fit, {split.get('holdout', '?')} holdout, {split.get('validation', '?')} "
-        f"validation. Job <code>{escape(record.job_id)}</code>, code <code>{escape(record.code_version)}</code>.</p>"
-        f"<p>Gate: {escape(str(report.get('gate', '')))}</p>"
-        f"<h2>Candidates of this job</h2><table><tr><th>candidate</th>{head}</tr>{rows}</table>"
-        f"<h2>{escape(record.version)} on the validation digits</h2><ul>{confusions}</ul>"
-        f'<div class="figs"><img src="/models/{escape(record.version)}/confusion.png" width="460" height="400" '
-        f'alt="Confusion matrix of {escape(record.version)}"><img src="/models/{escape(record.version)}/f1.png" '
-        f'width="460" height="400" alt="F1 by digit of {escape(record.version)}"></div>'
+    version = escape(record.version)
+    heading = f"{version}: {escape(record.kind)} ({state})"
+    intro = (
+        f"Trained {escape(record.created_at)} on <code>{escape(str(record.dataset.get('source')))}</code> "
+        f"({escape(str(record.dataset.get('size')))} digits, sha256 "
+        f"{escape(str(record.dataset.get('digest', ''))[:12])}): {escape(str(split.get('train', '?')))} to fit, "
+        f"{escape(str(split.get('holdout', '?')))} holdout, {escape(str(split.get('validation', '?')))} validation. "
+        f"Job <code>{escape(record.job_id)}</code>, code <code>{escape(record.code_version)}</code>."
     )
-    return _page(f"Digits: {record.version}", body)
+    candidates_table = (f"<p>Gate: {escape(str(report.get('gate', '')))}</p>"
+                        f"<table><tr><th>candidate</th>{head}</tr>{rows}</table>")
+    figures = (
+        f'<ul>{confusions}</ul><div class="figs"><img src="/models/{version}/confusion.png" width="460" '
+        f'height="400" alt="Confusion matrix of {version}"><img src="/models/{version}/f1.png" width="460" '
+        f'height="400" alt="F1 by digit of {version}"></div>'
+    )
+    body = (_panel("candidates-title", "Candidates of this job", candidates_table)
+            + _panel("validation-title", f"{version} on the validation digits", figures))
+    return _page(f"/models/{record.version}", f"Digits: {record.version}", heading, intro, body)
 
 
 def confusion_png(record: ModelRecord) -> bytes:

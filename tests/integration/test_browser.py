@@ -330,3 +330,87 @@ def _local(url: str, origin: str) -> bool:
         return True
     parts = urlsplit(url)
     return parts.hostname == "127.0.0.1" and url.startswith(origin + "/")
+
+
+# ---------------------------------------------------------------------------------------------
+# One layout: the report pages share the drawing page's stylesheet and navigation bar
+# ---------------------------------------------------------------------------------------------
+
+STYLESHEET = "/static/style.css"
+NAV = "nav.site-nav"
+
+
+def _layout(page: Page, origin: str, current: str, how: str = "page") -> None:
+    """The page carries the navigation bar with ``current`` marked, and is styled by the shared stylesheet alone."""
+    nav = page.locator(NAV)
+    assert nav.count() == 1, page.url
+    assert nav.get_attribute("aria-label") == "Pages"
+    links = nav.get_by_role("link")
+    assert links.all_inner_texts() == ["Draw", "Models"], page.url
+    assert [links.nth(i).get_attribute("href") for i in range(2)] == ["/", "/models"]
+    marked = [(links.nth(i).inner_text(), links.nth(i).get_attribute("aria-current")) for i in range(2)]
+    assert [m for m in marked if m[1] is not None] == [(current, how)], f"{page.url}: {marked}"
+    sheets = page.evaluate("[...document.styleSheets].map((s) => s.href)")
+    assert sheets == [origin + STYLESHEET], f"{page.url} is styled by {sheets}"
+    # What the stylesheet says is what the browser applied (an inline or refused sheet would not do this).
+    assert page.evaluate("getComputedStyle(document.body).maxWidth") == "960px"
+    bar = page.locator(f"{NAV} ul").evaluate("ul => [getComputedStyle(ul).display, getComputedStyle(ul).borderRadius]")
+    assert bar == ["flex", "12px"], bar
+    ours = nav.locator("[aria-current]")
+    assert ours.evaluate("a => getComputedStyle(a).backgroundColor") != nav.locator(
+        "a:not([aria-current])").evaluate("a => getComputedStyle(a).backgroundColor"), "the current item looks the same"
+
+
+def test_report_pages_share_the_drawing_pages_layout(stack: LocalStack, browser: Browser) -> None:
+    origin = f"http://127.0.0.1:{stack.ports.gateway_http}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # The real Content-Security-Policy this time: a refused stylesheet or inline style shows up as a console error.
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, reduced_motion="reduce")
+    problems: list[str] = []
+    requests: list[str] = []
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("request", lambda request: requests.append(request.url))
+
+    page.goto(origin + "/")
+    _layout(page, origin, "Draw")
+
+    page.locator(NAV).get_by_role("link", name="Models").click()
+    page.wait_for_url(origin + "/models")
+    _layout(page, origin, "Models")
+    assert page.locator("h1").inner_text() == "Models"
+    screenshot(page, "models.png")
+
+    # The stack trained a first model, so there is a report to open.
+    first = page.locator("main a[href^='/models/v']").first
+    version = first.inner_text()
+    first.click()
+    page.wait_for_url(f"{origin}/models/{version}")
+    _layout(page, origin, "Models", how="true")  # below Models: the section is current, not the page
+    assert page.locator("h1").inner_text().startswith(f"{version}: ")
+    figures = page.locator(".figs img")
+    assert figures.count() == 2
+    page.wait_for_function("[...document.querySelectorAll('.figs img')].every((img) => img.complete)")
+    assert figures.evaluate_all("imgs => imgs.map((img) => img.naturalWidth)") == [460, 460]
+    screenshot(page, "report.png")
+
+    page.go_back()
+    page.wait_for_url(origin + "/models")
+    _layout(page, origin, "Models")
+    page.locator(NAV).get_by_role("link", name="Draw").click()
+    page.wait_for_url(origin + "/")
+    _layout(page, origin, "Draw")
+    assert page.get_by_role("button", name="Clear").is_visible()
+
+    # On a phone the report's tables scroll inside their panels; the page itself is no wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/models", f"/models/{version}"):
+        page.goto(origin + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+    screenshot(page, "report-phone.png")
+    context.close()
+
+    assert not problems, problems
+    elsewhere = [url for url in requests if not _local(url, origin)]
+    assert not elsewhere, f"the pages reached beyond the gateway: {elsewhere}"
