@@ -38,19 +38,19 @@ def nav(path: str) -> str:
         return ' aria-current="true"' if href != "/" and path.startswith(href + "/") else ""
 
     items = "".join(f'<li><a href="{href}"{current(href)}>{label}</a></li>' for href, label in PAGES)
-    return f'<footer><nav class="site-nav" aria-label="Pages"><ul>{items}</ul></nav></footer>'
+    return f'<nav class="site-nav" aria-label="Pages"><ul>{items}</ul></nav>'
 
 
 def _page(path: str, title: str, heading: str, intro: str, body: str) -> str:
-    """The drawing page's layout: a header, the page's panels, the navigation bar. ``heading``, ``intro`` and
+    """The drawing page's layout: a header under the navigation bar, the page's panels. ``heading``, ``intro`` and
     ``body`` are HTML whose untrusted parts the caller has escaped."""
     return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<meta name="color-scheme" content="light dark">'
             f'<title>{escape(title)}</title><link rel="icon" href="data:,">'
             f'<link rel="stylesheet" href="{STYLESHEET}"></head><body>'
-            f'<header><h1>{heading}</h1><p>{intro}</p></header><main class="report">{body}</main>'
-            f"{nav(path)}</body></html>")
+            f'<header>{nav(path)}<h1>{heading}</h1><p>{intro}</p></header><main class="report">{body}</main>'
+            "</body></html>")
 
 
 def _panel(anchor: str, title: str, content: str) -> str:

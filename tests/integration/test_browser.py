@@ -231,6 +231,10 @@ def test_drawing_page_in_a_real_browser(stack: LocalStack, browser: Browser, tmp
     # Labelled, keyboard-usable controls, in a sensible tab order.
     assert page.get_by_role("button", name="Clear").is_visible()
     assert page.get_by_label("Upload an image").get_attribute("type") == "file"
+    # The navigation bar comes first, as it is shown: Draw, Models, then the pad's controls.
+    for label in ("Draw", "Models"):
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == label
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "clear"
     page.keyboard.press("Tab")
