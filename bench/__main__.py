@@ -23,7 +23,16 @@ from threadpoolctl import threadpool_limits
 
 from bench import load, profile, report
 from bench.model import BenchModels, default_data_spec, train_or_reuse
-from bench.stack import PAYLOADS, RunningStack, grpc_requests, grpc_sender, http_requests, http_sender, running_stack
+from bench.stack import (
+    PAYLOADS,
+    RunningStack,
+    grpc_requests,
+    grpc_sender,
+    http_requests,
+    http_sender,
+    png,
+    running_stack,
+)
 from bench.stats import Cell, best_throughput, find
 from digits.mnist import N_PIXELS
 from digits.settings import Settings
@@ -216,7 +225,7 @@ def _profile(models: BenchModels, pixels: np.ndarray[Any, Any], concurrencies: S
              seconds: float) -> dict[str, Any]:
     """cProfile and per-stage timings of the production model in-process at the smallest and largest batch."""
     model = models.production.model
-    found: dict[str, Any] = {}
+    found: dict[str, Any] = {"input_decoding_ms": profile.inputs(pixels[0], png(pixels[0]), seconds=seconds / 4)}
     for size in sorted({concurrencies[0], concurrencies[-1]}):
         rows = np.ascontiguousarray(pixels[:size])
         found[f"fast_stages_ms_batch_{size}"] = profile.stages(model, rows, seconds=seconds / 4)

@@ -52,21 +52,36 @@ def stages(model: DigitModel, rows: Pixels, seconds: float = 0.5) -> dict[str, d
         return {}
     svc = fast.model
     x = np.ascontiguousarray(fast.transform(rows), dtype=np.float32)
-    kernel = svc._kernel(x)
-    dec = kernel.astype(np.float64) @ svc._coef + svc._intercept
+    dec = svc._libsvm_decision(x)
     scores = svc._ovr_scores(dec)
     timings = {
-        "scale /255 + float32 + finite check": _timed(
+        "steps before the SVC (scale; svc-grad: gradient features)": _timed(
             lambda: np.isfinite(np.ascontiguousarray(fast.transform(rows), dtype=np.float32)).all(), seconds),
         "GEMM x . SV^T (float32)": _timed(lambda: x @ svc._sv.T, seconds),
         "RBF kernel, whole (GEMM + norms + exp)": _timed(lambda: svc._kernel(x), seconds),
-        "pair sums K . Coef (float64, incl. astype)": _timed(lambda: kernel.astype(np.float64) @ svc._coef, seconds),
+        "RBF kernel + pair sums (one-vs-one decisions)": _timed(lambda: svc._libsvm_decision(x), seconds),
         "votes + ovr scores": _timed(lambda: (svc._labels_from_decisions(dec), svc._ovr_scores(dec)), seconds),
         "softmax": _timed(lambda: model._softmax(scores), seconds),
         "whole predict": _timed(lambda: model.predict(rows), seconds),
         "sklearn predict (libsvm), same rows": _timed(lambda: model.estimator.predict(rows), seconds),
     }
     return timings
+
+
+def inputs(pixels: Pixels, png: bytes, seconds: float = 0.5) -> dict[str, dict[str, float]]:
+    """What inference pays to turn one request's payload into the model's row, per kind of payload."""
+    from digits import imaging
+    from digits.settings import Settings
+
+    settings = Settings()
+    as_bytes = pixels.astype(np.uint8).tobytes()
+    as_floats = pixels.tolist()
+    return {
+        "28x28 PNG: imaging.read_image": _timed(lambda: imaging.read_image(
+            png, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels), seconds),
+        "784 bytes: imaging.pixel_bytes_to_image": _timed(lambda: imaging.pixel_bytes_to_image(as_bytes), seconds),
+        "784 floats: imaging.pixels_to_image": _timed(lambda: imaging.pixels_to_image(as_floats), seconds),
+    }
 
 
 def cprofile(predict: Callable[[Pixels], object], rows: Pixels, seconds: float, top: int = 18) -> str:
