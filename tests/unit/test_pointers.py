@@ -81,3 +81,25 @@ def test_the_check_finds_what_the_old_tree_got_wrong() -> None:
     assert dangling("errors map to status codes in one place (``digits.grpc_errors``)") == ["digits.grpc_errors"]
     assert dangling("the contracts in docs/DESIGN.md") == ["docs/DESIGN.md"]
     assert dangling("see digits/registry.py and docs/architecture.md") == []
+
+
+def folders_in_the_readme_table() -> set[str]:
+    """The folders and files the README's folder table names in its first column."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| folder or file | what it holds |"):].split("\n\n", 1)[0]
+    named: set[str] = set()
+    for row in table.splitlines()[2:]:
+        first_cell = row.split("|")[1]
+        named.update(name.rstrip("/") for name in re.findall(r"`([^`]+)`", first_cell))
+    return named
+
+
+def test_the_readme_folder_table_shows_the_whole_tree() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    folders = {"/".join(Path(f).parts[:depth]) for f in tracked for depth in (1, 2)
+               if len(Path(f).parts) > depth and Path(f).parts[0] in ("digits", "services", "tests", "protos")}
+    folders |= {Path(f).parts[0] for f in tracked if len(Path(f).parts) > 1 and not f.startswith(".")}
+    folders -= {"protos/digits"}  # shown by its two subfolders
+    named = folders_in_the_readme_table()
+    missing = sorted(f for f in folders if f not in named and not any(n.startswith(f + "/") for n in named))
+    assert not missing, f"the README's folder table does not name {missing}"
