@@ -18,7 +18,7 @@ from services.gateway.replicas import ReplicaStatus
 # Content-Security-Policy, default-src 'self', would refuse an inline <style> anyway).
 STYLESHEET = "/static/style.css"
 # The navigation bar every page ends with, in this order. static/index.html carries nav("/") as written here
-# (tests/unit/test_reports.py keeps the two equal).
+# (tests/unit/test_gateway_reports.py keeps the two equal).
 PAGES = (("/", "Draw"), ("/models", "Models"))
 
 COLUMNS = [
