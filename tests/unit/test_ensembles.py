@@ -38,7 +38,8 @@ class Fixed(ServedModel):
 
 
 def vote(members: list[Fixed], soft: bool) -> VoteEnsemble:
-    return VoteEnsemble(members, soft=soft)  # type: ignore[arg-type]  (stub members stand in for DigitModels)
+    # Stub members stand in for fitted DigitModels: an ensemble uses nothing but ServedModel's methods.
+    return VoteEnsemble(members, soft=soft)  # type: ignore[arg-type]
 
 
 PIXELS = np.zeros((1, 784), dtype=np.float32)
