@@ -1,0 +1,25 @@
+"""digits.client.types: replies become plain dataclasses, and the client agrees with the server on final states."""
+
+from __future__ import annotations
+
+from digits import jobs
+from digits.client import types
+from digits.v1 import models_pb2, recognizer_pb2, training_pb2
+
+
+def test_replies_become_plain_dataclasses() -> None:
+    reply = models_pb2.Model(version="v3", kind="svc", params_json='{"C": 5}', metrics_json='{"accuracy": 0.9}',
+                             dataset=models_pb2.Dataset(source="sample", size=5000, digest="ab"), active=True,
+                             report_json="")
+    model = types.model(reply)
+    assert (model.version, model.params, model.metrics, model.report, model.dataset.size) == \
+        ("v3", {"C": 5}, {"accuracy": 0.9}, {}, 5000)
+    answer = types.prediction(recognizer_pb2.PredictResponse(digit=7, confidence=0.5, probabilities=[0.1] * 10,
+                                                             version="v3"))
+    assert answer.digit == 7 and answer.model_input is None and len(answer.probabilities) == 10
+    job = types.job(training_pb2.Job(id="j", status="finished", outcome="activated: better", result_json='{"a": 1}'))
+    assert job.ended and job.activated and job.result == {"a": 1} and job.spec == {}
+
+
+def test_the_client_knows_which_job_states_are_final() -> None:
+    assert {s.value for s in jobs.TERMINAL} == types.JOB_ENDED
