@@ -58,8 +58,8 @@ def load_or_create(path: Path) -> dict[str, str]:
     """
     kept = _read_env_file(path) if path.is_file() else {}
     fresh = generate(admin_token=False)
-    if SIGNING_KEY in kept:  # the pair belongs together
-        fresh.pop(PUBLIC_KEYS)
+    if SIGNING_KEY in kept:  # the pair belongs together: a kept private key brings its own public key
+        fresh[PUBLIC_KEYS] = SigningKey.from_text(kept[SIGNING_KEY]).public_text
     merged = {**fresh, **kept}
     if merged != kept:
         _write_env_file(path, merged)

@@ -49,3 +49,12 @@ def test_variables_missing_from_the_file_are_added_and_a_kept_key_keeps_its_publ
 
 def test_an_env_file_holds_one_name_value_line_each() -> None:
     assert secrets.env_file({"A": "1", "B": "x=y"}) == "A=1\nB=x=y\n"
+
+
+def test_a_kept_signing_key_brings_its_public_key(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    path = tmp_path / "secrets.env"
+    path.write_text(f"{secrets.SIGNING_KEY}={key.to_text()}\n")  # cut short: no public keys
+    loaded = secrets.load_or_create(path)
+    assert loaded[secrets.PUBLIC_KEYS] == key.public_text
+    assert loaded[secrets.SIGNING_KEY] == key.to_text()
