@@ -107,9 +107,9 @@ def test_with_no_model_anywhere_calls_are_refused_as_unavailable_saying_how_to_t
 
 def test_calls_past_the_in_flight_limit_are_shed_until_one_ends() -> None:
     forward, _ = forwarder(gateway_max_in_flight=2)
-    with forward.admitted(1), forward.admitted(1):
-        with pytest.raises(Overloaded, match="at its limit of 2 calls in flight; retry shortly"), forward.admitted(1):
-            pass
+    with forward.admitted(1), forward.admitted(1), \
+            pytest.raises(Overloaded, match="at its limit of 2 calls in flight; retry shortly"), forward.admitted(1):
+        pass
     with forward.admitted(1), forward.admitted(1):  # released: admitted again
         pass
 

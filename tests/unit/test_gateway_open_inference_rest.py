@@ -68,7 +68,7 @@ def test_binary_inputs_take_their_bytes_in_order() -> None:
 def test_a_binary_size_beyond_the_bytes_left_or_not_a_count_is_refused(size: object) -> None:
     document = {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 4],
                             "parameters": {"binary_data_size": size}}]}
-    with pytest.raises(InvalidInput, match="binary_data_size .*; 4 binary bytes are left"):
+    with pytest.raises(InvalidInput, match=r"binary_data_size .*; 4 binary bytes are left"):
         _inputs(document, bytes(4))
 
 
