@@ -4,7 +4,9 @@ active pointer beside the replicas' reports, limits, and the admin calls — sco
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -68,7 +70,7 @@ class FakeRegistry:
     def pin(self, version: str, pinned: bool) -> None:
         (self.pins.add if pinned else self.pins.discard)(version)
 
-    def promotions(self, count: int = 100) -> list[Promotion]:
+    def promotions(self, count: int = 100) -> builtins.list[Promotion]:
         return [Promotion("1-0", "activate", "v1", "v2", "better", "2024-01-02T00:00:00Z", "job-9")][:count]
 
 
@@ -156,7 +158,7 @@ def test_changes_need_a_token_with_the_models_scope() -> None:
     models = service(registry)
     training = FakeContext((("authorization", f"Bearer {TRAINING}"),))
     anonymous = FakeContext(())
-    calls = [
+    calls: list[Callable[[Any], Coroutine[Any, Any, Any]]] = [
         lambda context: models.ActivateModel(pb.ActivateModelRequest(version="v3"), context),
         lambda context: models.Rollback(pb.RollbackRequest(), context),
         lambda context: models.PinModel(pb.PinModelRequest(version="v3", pinned=True), context),

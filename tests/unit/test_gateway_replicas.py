@@ -24,7 +24,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(replicas.time, "monotonic", clock)
+    monkeypatch.setattr("services.gateway.replicas.time.monotonic", clock)
     return clock
 
 

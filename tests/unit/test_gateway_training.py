@@ -51,7 +51,7 @@ def test_a_retrain_request_becomes_a_queued_job_with_its_spec(redis_client: redi
     assert spec["final_fit"] is False and spec["may_activate"] is True
     queued = jobs.fetch(job.id, redis_client)
     assert queued.func_name == jobs.RETRAIN_FUNCTION and queued.timeout == 600
-    assert [m.decode() for m in redis_client.zrange(jobs.JOBS_KEY, 0, -1)] == [job.id]
+    assert redis_client.zrange(jobs.JOBS_KEY, 0, -1) == [job.id.encode()]
 
 
 def test_a_training_token_starts_jobs_that_never_change_the_active_model(redis_client: redis.Redis) -> None:

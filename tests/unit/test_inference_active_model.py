@@ -66,7 +66,7 @@ class Follower:
         self.clock = Clock()
         self.loads: list[str] = []
         self.swaps: list[str] = []
-        monkeypatch.setattr(active_model.time, "monotonic", self.clock)
+        monkeypatch.setattr("services.inference.active_model.time.monotonic", self.clock)
         monkeypatch.setattr(active_model, "load_and_warm", self._load)
 
         async def on_swap(loaded: Loaded) -> None:
