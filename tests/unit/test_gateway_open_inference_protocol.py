@@ -175,6 +175,9 @@ def test_a_shape_error_says_what_was_expected() -> None:
         infer(digits_model, [pixels("FP32", (1, 783), [1])])
     with pytest.raises(InvalidInput, match=r"'pixels' holds 784 values; shape \[2, 784\] needs 1568"):
         infer(digits_model, [pixels("FP32", (2, 784), [1])])
+    # One digit without its batch dimension: both accepted forms are named.
+    with pytest.raises(InvalidInput, match=r"has shape \[784\]; expected \[N,784\] or \[N,28,28\]"):
+        infer(digits_model, [pixels("FP32", (784,), [1])])
 
 
 def test_pixels_of_another_datatype_are_refused() -> None:

@@ -188,6 +188,9 @@ def _images(tensor: InputTensor) -> list[bytes]:
 def _pixel_requests(tensor: InputTensor) -> list[pb.PredictRequest]:
     if tensor.datatype not in PIXEL_TYPES or tensor.numbers is None:
         raise InvalidInput(f"input 'pixels' must be UINT8 or FP32, not {tensor.datatype}")
+    if len(tensor.shape) not in (2, 3):
+        raise InvalidInput(f"input 'pixels' has shape {list(tensor.shape)}; expected [N,{N_PIXELS}] or "
+                           f"[N,{','.join(map(str, SHAPE))}]")
     per_item = [N_PIXELS] if len(tensor.shape) == 2 else list(SHAPE)
     count = _batch_size(tensor, per_item)
     if tensor.numbers.size != count * N_PIXELS:
