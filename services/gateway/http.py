@@ -28,7 +28,7 @@ from services.gateway import openapi, reports
 from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
 from services.gateway.open_inference import rest as open_inference_rest
-from services.gateway.open_inference.protocol import DigitsModel
+from services.gateway.open_inference.protocol import OpenInferenceModel
 from services.gateway.replicas import ReplicaWatch
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ IS_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("is_serving")
 
 
 def create_app(
-    forwarder: Forwarder, registry: Registry, replicas: ReplicaWatch, model: DigitsModel, settings: Settings,
+    forwarder: Forwarder, registry: Registry, replicas: ReplicaWatch, model: OpenInferenceModel, settings: Settings,
     is_serving: Callable[[], bool],
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_security_headers, _json_errors])

@@ -25,7 +25,7 @@ from services.gateway.http import create_app
 from services.gateway.models import Models
 from services.gateway.open_inference.grpc_service import SERVICE as OIP
 from services.gateway.open_inference.grpc_service import OpenInference
-from services.gateway.open_inference.protocol import DigitsModel
+from services.gateway.open_inference.protocol import OpenInferenceModel
 from services.gateway.replicas import ReplicaWatch
 from services.gateway.training import Training
 
@@ -98,7 +98,7 @@ async def main() -> None:
     replicas = ReplicaWatch(connect_async(settings), settings.replica_report_seconds)
     models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, replicas, settings), server)
     training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
-    digits_model = DigitsModel(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items)
+    digits_model = OpenInferenceModel(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(OpenInference(digits_model, package_version()), server)
     await rpc.set_serving(health_servicer, ["", MODELS, TRAINING, OIP], True)
     await rpc.set_serving(health_servicer, [forwarding.SERVICE], False)

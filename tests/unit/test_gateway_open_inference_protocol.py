@@ -16,8 +16,8 @@ import pytest
 from digits.errors import InvalidInput, NotFound, TooLarge
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.open_inference.protocol import (
-    DigitsModel,
     InputTensor,
+    OpenInferenceModel,
     OutputTensor,
     length_prefixed,
     numbers_from_list,
@@ -63,9 +63,9 @@ class FakeRegistry:
 
 
 def model(max_items: int = 64, active: str | None = "v7",
-          serving: bool = True) -> tuple[DigitsModel, FakeForwarder]:
+          serving: bool = True) -> tuple[OpenInferenceModel, FakeForwarder]:
     forwarder = FakeForwarder()
-    return DigitsModel(forwarder, FakeRegistry(active), lambda: serving, max_items), forwarder  # type: ignore[arg-type]
+    return OpenInferenceModel(forwarder, FakeRegistry(active), lambda: serving, max_items), forwarder  # type: ignore[arg-type]
 
 
 def pixels(datatype: str, shape: tuple[int, ...], firsts: Sequence[int]) -> InputTensor:
@@ -74,7 +74,7 @@ def pixels(datatype: str, shape: tuple[int, ...], firsts: Sequence[int]) -> Inpu
     return InputTensor("pixels", datatype, shape, numbers=rows.ravel())
 
 
-def infer(digits_model: DigitsModel, inputs: Sequence[InputTensor], requested: Sequence[str] = (),
+def infer(digits_model: OpenInferenceModel, inputs: Sequence[InputTensor], requested: Sequence[str] = (),
           version: str = "", timeout: float | None = None) -> Any:
     return asyncio.run(digits_model.infer(inputs, requested, version, timeout))
 
@@ -274,9 +274,9 @@ def test_the_callers_timeout_is_passed_on() -> None:
 
 
 def test_model_name_readiness_versions_and_admission() -> None:
-    DigitsModel.check_name("digits")
+    OpenInferenceModel.check_name("digits")
     with pytest.raises(NotFound, match="no model named 'mnist'; this server serves 'digits'"):
-        DigitsModel.check_name("mnist")
+        OpenInferenceModel.check_name("mnist")
 
     digits_model, forwarder = model(active="v7")
     assert asyncio.run(digits_model.ready()) and asyncio.run(digits_model.ready("v7"))

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from digits.errors import InvalidInput
 from services.gateway.http import _json_errors
 from services.gateway.open_inference import rest
-from services.gateway.open_inference.protocol import Answer, DigitsModel, OutputTensor
+from services.gateway.open_inference.protocol import Answer, OpenInferenceModel, OutputTensor
 from services.gateway.open_inference.rest import HEADER_LENGTH, _inputs, _requested, _response, _split
 from tests.unit.test_gateway_open_inference_protocol import FakeForwarder, FakeRegistry
 
@@ -169,7 +169,7 @@ def with_client(test: Callable[[TestClient[web.Request, web.Application]], Await
                 active: str | None = "v7", serving: bool = True) -> None:
     """Run ``test`` against the protocol's routes behind the gateway's error middleware, with stand-ins."""
     async def run() -> None:
-        model = DigitsModel(FakeForwarder(), FakeRegistry(active), lambda: serving, 64)  # type: ignore[arg-type]
+        model = OpenInferenceModel(FakeForwarder(), FakeRegistry(active), lambda: serving, 64)  # type: ignore[arg-type]
         app = web.Application(middlewares=[_json_errors])
         rest.add_routes(app, model, "9.9.9", max_body=1_000_000)
         async with TestClient(TestServer(app)) as client:

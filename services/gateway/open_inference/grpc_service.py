@@ -14,8 +14,8 @@ from services.gateway.open_inference.protocol import (
     MODEL,
     OUTPUTS,
     PLATFORM,
-    DigitsModel,
     InputTensor,
+    OpenInferenceModel,
     length_prefixed,
     numbers_from_list,
     numbers_from_raw,
@@ -26,7 +26,7 @@ Tensor = pb.ModelInferRequest.InferInputTensor
 
 
 class OpenInference(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, model: DigitsModel, version: str) -> None:
+    def __init__(self, model: OpenInferenceModel, version: str) -> None:
         self._model = model
         self._version = version
 

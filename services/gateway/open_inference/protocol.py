@@ -103,8 +103,9 @@ def numbers_from_list(datatype: str, values: object) -> npt.NDArray[np.generic]:
     return numbers.astype(np.float32)
 
 
-class DigitsModel:
-    """The one model this server serves, behind either transport."""
+class OpenInferenceModel:
+    """The model "digits" as the Open Inference Protocol sees it (metadata, readiness, infer), behind either
+    transport; not to be confused with ``digits.model.ServedModel``, what a replica runs."""
 
     def __init__(self, forwarder: Forwarder, registry: Registry, is_serving: Callable[[], bool],
                  max_items: int) -> None:

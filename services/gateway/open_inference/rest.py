@@ -26,8 +26,8 @@ from services.gateway.open_inference.protocol import (
     OUTPUTS,
     PLATFORM,
     Answer,
-    DigitsModel,
     InputTensor,
+    OpenInferenceModel,
     length_prefixed,
     numbers_from_list,
     numbers_from_raw,
@@ -36,7 +36,7 @@ from services.gateway.open_inference.protocol import (
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def add_routes(app: web.Application, model: DigitsModel, server_version: str, max_body: int) -> None:
+def add_routes(app: web.Application, model: OpenInferenceModel, server_version: str, max_body: int) -> None:
     """The protocol's routes; each model route also under /versions/{version}."""
     routes = Routes(model, server_version, max_body)
     app.router.add_get("/v2", routes.server_metadata)
@@ -53,7 +53,7 @@ def _health(ok: bool, key: str) -> web.Response:
 
 
 class Routes:
-    def __init__(self, model: DigitsModel, server_version: str, max_body: int) -> None:
+    def __init__(self, model: OpenInferenceModel, server_version: str, max_body: int) -> None:
         self._model = model
         self._version = server_version
         self._max_body = max_body  # what a body without a length is admitted as
