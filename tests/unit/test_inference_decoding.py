@@ -105,3 +105,27 @@ def test_each_item_stands_alone_in_rows_each(decoder: Decoder) -> None:
     assert isinstance(out[0], np.ndarray) and isinstance(out[1], np.ndarray)
     assert isinstance(out[2], DigitsError) and isinstance(out[2], TooLarge)
     assert decoder._in_flight == 35_000
+
+
+def test_a_calls_only_small_image_is_decoded_on_the_loop_and_the_others_on_the_pool(
+    decoder: Decoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from digits import imaging
+
+    read = imaging.read_image
+    threads: list[int] = []
+
+    def recording(data: bytes, **limits: int) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return read(data, **limits)
+
+    monkeypatch.setattr(imaging, "read_image", recording)
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
+    asyncio.run(decoder.rows([image(28)], batch=False))  # 784 pixels, alone: inline
+    asyncio.run(decoder.rows([image(SIDE), pixels()], batch=True))  # 10,000 pixels, alone: inline
+    assert threads == [loop_thread, loop_thread]
+    asyncio.run(decoder.rows([image(150)], batch=False))  # 22,500 pixels: the pool
+    asyncio.run(decoder.rows_each([image(28), image(28)]))  # two images in one call: the pool, in parallel
+    assert loop_thread not in threads[2:] and len(threads) == 5
