@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SILENT_REPORTS = 3
 MAX_REPLICAS = 1000  # reports are input too: a bounded table
+MAX_ID = 200  # characters of a replica id, version, digest or state
 
 
 @dataclass(frozen=True)
@@ -65,19 +66,32 @@ class ReplicaWatch:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _record(self, data: object) -> None:
-        try:
-            report = json.loads(data)  # type: ignore[arg-type]
-            status = ReplicaStatus(str(report["replica"]), str(report.get("version", "")),
-                                   str(report.get("sha256", "")), str(report.get("state", "")),
-                                   str(report.get("error", ""))[:500], time.monotonic())
-        except (TypeError, ValueError, KeyError) as error:
-            log.warning("ignoring a malformed replica report", extra={"error": str(error)})
+        status = _parse(data)
+        if status is None:
             return
-        if status.state != "stopped" and status.id not in self._latest and len(self._latest) >= MAX_REPLICAS:
-            self._latest = {s.id: s for s in self.snapshot()}
-            if len(self._latest) >= MAX_REPLICAS:
-                return
         if status.state == "stopped":
             self._latest.pop(status.id, None)
             return
+        if status.id not in self._latest and len(self._latest) >= MAX_REPLICAS:
+            self._latest = {s.id: s for s in self.snapshot()}
+            if len(self._latest) >= MAX_REPLICAS:
+                log.warning("replica table full; a new replica's report is not shown",
+                            extra={"replica": status.id, "max_replicas": MAX_REPLICAS})
+                return
         self._latest[status.id] = status
+
+
+def _parse(data: object) -> ReplicaStatus | None:
+    """A report as the table keeps it, or None (logged) when it is not one: every field is text, the id is not empty."""
+    try:
+        report = json.loads(data)  # type: ignore[arg-type]
+        fields = {name: report.get(name, "") for name in ("replica", "version", "sha256", "state", "error")}
+    except (TypeError, ValueError, AttributeError) as error:
+        log.warning("ignoring a malformed replica report", extra={"error": str(error)})
+        return None
+    if not all(isinstance(value, str) for value in fields.values()) or not 0 < len(fields["replica"]) <= MAX_ID:
+        log.warning("ignoring a replica report without a text id or with fields that are not text",
+                    extra={"replica": str(fields["replica"])[:MAX_ID]})
+        return None
+    return ReplicaStatus(fields["replica"], fields["version"][:MAX_ID], fields["sha256"][:MAX_ID],
+                         fields["state"][:MAX_ID], fields["error"][:500], time.monotonic())

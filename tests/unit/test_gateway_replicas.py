@@ -57,7 +57,10 @@ def test_a_failing_replica_keeps_its_error_cut_to_500_characters(clock: Clock) -
     assert status.error.startswith("cannot load v2: ") and len(status.error) == 500
 
 
-@pytest.mark.parametrize("data", [b"not json", b"[1, 2]", b'{"version": "v1"}', None, 7, b'"text"'])
+@pytest.mark.parametrize("data", [b"not json", b"[1, 2]", b'{"version": "v1"}', None, 7, b'"text"',
+                                  b'{"replica": null}', b'{"replica": ""}', b'{"replica": 5}',
+                                  b'{"replica": "b", "version": null}', b'{"replica": "b", "error": {"x": 1}}',
+                                  json.dumps({"replica": "x" * 201}).encode()])
 def test_malformed_reports_are_ignored(clock: Clock, data: object) -> None:
     table = watch()
     table._record(report("a"))
@@ -94,12 +97,15 @@ def test_a_replica_silent_for_three_report_intervals_is_forgotten(clock: Clock) 
     assert [s.id for s in table.snapshot()] == ["chatty", "quiet"]
 
 
-def test_the_table_is_bounded_silent_replicas_make_room(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_table_is_bounded_silent_replicas_make_room(clock: Clock, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(replicas, "MAX_REPLICAS", 3)
     table = watch()
     for name in "abc":
         table._record(report(name))
-    table._record(report("d"))  # full, and every replica fresh: not admitted
+    with caplog.at_level("WARNING"):
+        table._record(report("d"))  # full, and every replica fresh: not admitted, and said so
+    assert "replica table full" in caplog.text
     assert [s.id for s in table.snapshot()] == ["a", "b", "c"]
     table._record(report("a", "v3"))  # a known replica still updates
     assert table.snapshot()[0].version == "v3"
