@@ -52,7 +52,7 @@ def virtual_offsets(shifts: str) -> tuple[tuple[int, int], ...]:
 
 
 def rotate(pixels: npt.ArrayLike, degrees: float) -> npt.NDArray[np.float32]:
-    """Rows of ``pixels`` (n, 784) rotated by ``degrees`` (counter-clockwise) about the field's centre."""
+    """Rows of ``pixels`` (n, 784) rotated by ``degrees`` about the field's centre, clockwise on screen."""
     rows = np.asarray(pixels, dtype=np.float32).reshape(-1, N_PIXELS)
     theta = math.radians(degrees)
     cos, sin = math.cos(theta), math.sin(theta)
