@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bench import load, profile, report
-from bench.model import BenchModels, default_data_spec, train_or_reuse
+from bench.model import BenchModels, train_or_reuse
 from bench.stack import (
     PAYLOADS,
     RunningStack,
@@ -64,14 +64,8 @@ DEFINITIONS = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per case and concurrency")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
-    parser.add_argument("--concurrency", default="1,8,64", help="comma-separated concurrencies")
-    parser.add_argument("--data", default=default_data_spec(),
-                        help="sample, idx:DIR or openml (default: $DIGITS_DATA, else ../shared/data/mnist if present, "
-                             "else sample)")
+    load.add_window_options(parser, concurrency="1,8,64")
     parser.add_argument("--replicas", type=int, default=1, help="inference replicas behind the gateway")
-    parser.add_argument("--payloads", type=int, default=2000, help="held-out digits sent as requests")
     parser.add_argument("--cases", default="abcde", help="which of (a)..(e) to measure; (a) is the reference")
     parser.add_argument("--payload", choices=PAYLOADS, default="png", help="what the network cases send")
     parser.add_argument("--no-open-loop", dest="open_loop", action="store_false",

@@ -13,6 +13,7 @@ does with C requests in flight. Every request of a call has that call's latency.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.model import default_data_spec
 from bench.stats import Cell
 
 Pixels = npt.NDArray[np.float32]
@@ -206,3 +208,14 @@ def run_cells(coroutine: Any) -> list[Any]:
     import uvloop
 
     return list(uvloop.run(coroutine))
+
+
+def add_window_options(parser: argparse.ArgumentParser, *, concurrency: str, data_use: str = "") -> None:
+    """The options every load-driving benchmark shares: its windows, its concurrencies, its data and payloads."""
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per window")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
+    parser.add_argument("--concurrency", default=concurrency, help="comma-separated concurrencies")
+    parser.add_argument("--data", default=default_data_spec(),
+                        help="sample, idx:DIR or openml (default: $DIGITS_DATA, else ../shared/data/mnist if present, "
+                             f"else sample){data_use}")
+    parser.add_argument("--payloads", type=int, default=2000, help="held-out digits sent as requests")

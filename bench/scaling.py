@@ -35,7 +35,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from bench import load, report, writers
-from bench.model import REPO, default_data_spec, train_or_reuse
+from bench.model import REPO, train_or_reuse
 from bench.report import number
 from bench.stack import RunningStack, grpc_requests, grpc_sender, running_stack
 from bench.stats import Cell
@@ -52,13 +52,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", default="1,2,3", help="comma-separated inference replica counts")
     parser.add_argument("--workers", default="1,2", help="comma-separated trainer worker counts ('' or 0: skip)")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
-    parser.add_argument("--concurrency", default="64", help="comma-separated concurrencies for case (d)")
-    parser.add_argument("--data", default=default_data_spec(),
-                        help="sample, idx:DIR or openml (default: $DIGITS_DATA, else ../shared/data/mnist if present, "
-                             "else sample); the served model's data and the retrain's")
-    parser.add_argument("--payloads", type=int, default=2000, help="held-out digits sent as requests")
+    load.add_window_options(parser, concurrency="64", data_use="; the served model's data and the retrain's")
     parser.add_argument("--candidates", default=DEFAULT_CANDIDATES, help="base candidates of the timed retrain")
     parser.add_argument("--limit", type=int, default=6000, help="digits the timed retrain uses (0: all)")
     return parser
