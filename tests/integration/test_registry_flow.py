@@ -82,8 +82,9 @@ def test_retrain_registers_and_inference_switches_without_restart(
 
 def test_the_served_model_is_refitted_on_every_digit_of_its_job(models: models_pb2_grpc.ModelsStub) -> None:
     """The stack's first model: chosen and judged on its split, then refitted on all the digits the job kept."""
-    active = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
-    first = models.GetModel(models_pb2.GetModelRequest(version=active), timeout=10)
+    listed = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).models
+    oldest = min(listed, key=lambda m: int(m.version.removeprefix("v"))).version  # other tests activate others
+    first = models.GetModel(models_pb2.GetModelRequest(version=oldest), timeout=10)
     metrics = json.loads(first.metrics_json)
     assert first.fitted_on == "all"
     final = metrics["final_fit"]
