@@ -35,10 +35,10 @@ from bench import writers
 from bench.model import default_data_spec
 from digits import datasets
 from digits.candidates import CANDIDATES
-from digits.mnist import TRAINING_DIGITS
+from digits.mnist import CLASSIC_VALIDATION_DIGITS, TRAINING_DIGITS
 from digits.model import DigitModel
 
-TRAIN = 50_000
+TRAIN = TRAINING_DIGITS - CLASSIC_VALIDATION_DIGITS
 SUBSAMPLE = 10_000
 SINGLE_CALLS = 200
 GRID_C = (5.0, 10.0, 20.0)

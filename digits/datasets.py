@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ import numpy as np
 import numpy.typing as npt
 
 from digits.errors import InvalidInput, Unavailable
-from digits.mnist import N_PIXELS, SHAPE
+from digits.mnist import CLASSIC_VALIDATION_DIGITS, N_PIXELS, SHAPE, TRAINING_DIGITS
 
 IMAGES_FILE = "train-images-idx3-ubyte"
 LABELS_FILE = "train-labels-idx1-ubyte"
+# The share of a data set validated on when a job names none and the set has no validation digits of its own.
+DEFAULT_VALIDATION_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Dataset:
 class Split:
     """A job's digits (float32 pixels, 0..255): models are fitted on ``train``; ``holdout`` (taken from the
     training share) calibrates probabilities, ranks base models and fits blenders; every candidate and the
-    active model are judged on ``val``, which nothing was fitted on."""
+    active model are judged on ``val``, which nothing was fitted on. ``spec`` says how the digits were chosen:
+    two splits with equal specs of equal data hold the same digits."""
 
     x_train: npt.NDArray[np.float32]
     y_train: npt.NDArray[np.int64]
@@ -60,28 +63,63 @@ class Split:
     y_hold: npt.NDArray[np.int64]
     x_val: npt.NDArray[np.float32]
     y_val: npt.NDArray[np.int64]
+    spec: dict[str, Any] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "holdout": len(self.y_hold), "validation": len(self.y_val)}
 
+    def validated_on(self) -> str:
+        """Which digits validate, in words, for reports."""
+        if "validation" in self.spec:
+            return f"{self.spec['validation']} digits of the set"
+        return f"a stratified {self.spec.get('validation_fraction', 0):.0%} of the set (seed {self.spec.get('seed')})"
+
 
 def split(
-    data: Dataset, *, seed: int, validation_fraction: float, holdout_fraction: float = 0.1, limit: int = 0
+    data: Dataset, *, seed: int, validation_fraction: float = 0.0, holdout_fraction: float = 0.1, limit: int = 0
 ) -> Split:
-    """Stratified and seeded: the same arguments on the same data give the same split, in any process."""
+    """Seeded: the same arguments on the same data give the same split, in any process.
+
+    ``validation_fraction`` 0 means the data set's own validation digits: the last 10,000 of MNIST's 60,000
+    training digits (the classic split, so that a job's figures and docs/model-quality.md's are on the same
+    digits), and a stratified 20% of any other set. A fraction given is a stratified share. The holdout is a
+    stratified share of what is left.
+    """
     from sklearn.model_selection import train_test_split
 
     pixels, labels = data.pixels, data.labels
     if limit and limit < len(labels):
         pixels, _, labels, _ = _limited(data, limit, seed)
+    elif not validation_fraction and _is_mnist_training_files(data):
+        return _holdout(pixels[:-CLASSIC_VALIDATION_DIGITS], labels[:-CLASSIC_VALIDATION_DIGITS],
+                        pixels[-CLASSIC_VALIDATION_DIGITS:], labels[-CLASSIC_VALIDATION_DIGITS:], seed=seed,
+                        spec={"seed": seed, "validation": f"the last {CLASSIC_VALIDATION_DIGITS}",
+                              "holdout_fraction": holdout_fraction, "limit": 0})
+    fraction = validation_fraction or DEFAULT_VALIDATION_FRACTION
     x_rest, x_val, y_rest, y_val = train_test_split(
-        pixels, labels, test_size=validation_fraction, stratify=labels, random_state=seed
+        pixels, labels, test_size=fraction, stratify=labels, random_state=seed
     )
+    return _holdout(x_rest, y_rest, x_val, y_val, seed=seed,
+                    spec={"seed": seed, "validation_fraction": fraction, "holdout_fraction": holdout_fraction,
+                          "limit": limit})
+
+
+def _holdout(x_rest: npt.NDArray[np.uint8], y_rest: npt.NDArray[np.int64], x_val: npt.NDArray[np.uint8],
+             y_val: npt.NDArray[np.int64], *, seed: int, spec: dict[str, Any]) -> Split:
+    """The split, its holdout a stratified, seeded share of the digits not validated on."""
+    from sklearn.model_selection import train_test_split
+
     x_train, x_hold, y_train, y_hold = train_test_split(
-        x_rest, y_rest, test_size=holdout_fraction, stratify=y_rest, random_state=seed
+        x_rest, y_rest, test_size=spec["holdout_fraction"], stratify=y_rest, random_state=seed
     )
     as_float = np.float32
-    return Split(x_train.astype(as_float), y_train, x_hold.astype(as_float), y_hold, x_val.astype(as_float), y_val)
+    return Split(x_train.astype(as_float), y_train, x_hold.astype(as_float), y_hold, x_val.astype(as_float), y_val,
+                 spec)
+
+
+def _is_mnist_training_files(data: Dataset) -> bool:
+    """All of MNIST's training digits, in the files' own order (which the classic validation split depends on)."""
+    return data.source.startswith("idx:") and data.size == TRAINING_DIGITS
 
 
 def left_out(data: Dataset, *, seed: int, limit: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:

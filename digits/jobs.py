@@ -109,7 +109,7 @@ _DATA_SPEC = re.compile(r"^(sample|openml|idx:.+)$")
 class RetrainSpec:
     data: str = ""  # "" = the trainer's DIGITS_DATA
     seed: int = 0
-    validation_fraction: float = 0.2
+    validation_fraction: float = 0.0  # 0 = the data's own (datasets.split)
     holdout_fraction: float = 0.1
     no_activate: bool = False
     limit: int = 0  # 0 = every digit
@@ -134,8 +134,9 @@ class RetrainSpec:
             raise InvalidInput(f"holdout_fraction must be from 0.05 to 0.5, got {self.holdout_fraction}")
         if self.data and not _DATA_SPEC.match(self.data):
             raise InvalidInput(f"unknown data set {self.data!r}: use 'sample', 'idx:DIR' or 'openml'")
-        if not 0.05 <= self.validation_fraction <= 0.5:
-            raise InvalidInput(f"validation_fraction must be from 0.05 to 0.5, got {self.validation_fraction}")
+        if self.validation_fraction and not 0.05 <= self.validation_fraction <= 0.5:
+            raise InvalidInput(f"validation_fraction must be 0 (the data's own) or from 0.05 to 0.5, "
+                               f"got {self.validation_fraction}")
         if self.limit < 0 or (0 < self.limit < 200):
             raise InvalidInput(f"limit must be 0 (all) or at least 200 digits, got {self.limit}")
         if not 0 <= self.seed < 2**32:
@@ -147,11 +148,6 @@ class RetrainSpec:
         if self.top_n:
             chosen = [c.with_params({"top_n": self.top_n}) if c.kind != "base" else c for c in chosen]
         return chosen
-
-    def split_spec(self) -> dict[str, Any]:
-        """What decides which digits are held out: two jobs with equal split specs on equal data hold out the same."""
-        return {"seed": self.seed, "validation_fraction": self.validation_fraction,
-                "holdout_fraction": self.holdout_fraction, "limit": self.limit}
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)

@@ -17,3 +17,5 @@ N_CLASSES: Final = 10
 CENTRE: Final = SIDE / 2
 # The 60,000 digits of MNIST's training files (the 10,000 test digits are never read).
 TRAINING_DIGITS: Final = 60_000
+# Their last 10,000 are the classic validation set (the 50k/10k split docs/model-quality.md and the jobs use).
+CLASSIC_VALIDATION_DIGITS: Final = 10_000

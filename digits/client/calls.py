@@ -46,7 +46,7 @@ class RetrainOptions(TypedDict, total=False):
 
     data: str  # "sample", "idx:DIR" or "openml"; "" = the trainer's DIGITS_DATA
     seed: int
-    validation_fraction: float  # 0 = 0.2
+    validation_fraction: float  # 0 = the data's own: MNIST's classic last 10,000, else 0.2
     limit: int  # train on at most this many digits; 0 = all
     no_activate: bool  # register the winner, leave the active model as it is
     timeout_seconds: int  # the job's timeout; 0 = DIGITS_JOB_TIMEOUT_SECONDS

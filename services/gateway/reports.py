@@ -129,7 +129,8 @@ def model_page(record: ModelRecord, active: str) -> str:
         f"Trained {escape(record.created_at)} on <code>{escape(str(record.dataset.get('source')))}</code> "
         f"({escape(str(record.dataset.get('size')))} digits, sha256 "
         f"{escape(str(record.dataset.get('digest', ''))[:12])}): {escape(str(split.get('train', '?')))} to fit, "
-        f"{escape(str(split.get('holdout', '?')))} holdout, {escape(str(split.get('validation', '?')))} validation. "
+        f"{escape(str(split.get('holdout', '?')))} holdout, {escape(str(split.get('validation', '?')))} validation"
+        + (f" ({escape(str(split['validated_on']))})" if "validated_on" in split else "") + ". "
         f"Job <code>{escape(record.job_id)}</code>, code <code>{escape(record.code_version)}</code>."
     )
     candidates_table = (f"<p>Gate: {escape(str(report.get('gate', '')))}</p>"

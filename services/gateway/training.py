@@ -38,7 +38,7 @@ class Training(pb_grpc.TrainingServicer):
     async def Retrain(self, request: pb.RetrainRequest, context: Context) -> pb.Job:
         scopes = require_scope(context, self._settings, "training")
         spec = jobs.RetrainSpec(
-            data=request.data, seed=request.seed, validation_fraction=request.validation_fraction or 0.2,
+            data=request.data, seed=request.seed, validation_fraction=request.validation_fraction,
             no_activate=request.no_activate, limit=request.limit, candidates=tuple(request.candidates),
             params=_params(request.params_json), top_n=request.top_n, min_gain=request.min_gain,
             parallel=request.parallel, final_fit=not request.no_final_fit,

@@ -137,7 +137,7 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
     setup.progress("registering", 0.95)
     record = setup.registry.register(
         blob, kind=best.candidate.name, params=dict(best.candidate.params), metrics=metrics,
-        dataset=setup.data.record(), split=setup.spec.split_spec(), fitted_on=fitted_on, served_check=served_check,
+        dataset=setup.data.record(), split=setup.split.spec, fitted_on=fitted_on, served_check=served_check,
         parent=active.version if active else "", job_id=setup.job_id, code_version=_code_version(),
         report=report,
     )
@@ -185,7 +185,7 @@ def _unlike_digits(active: ModelRecord, setup: JobSetup) -> str:
     if active.dataset.get("digest") != data["digest"]:
         return (f"it was judged on another data set ({active.dataset.get('source', '?')}, "
                 f"{active.dataset.get('size', '?')} digits) than this job's ({data['source']}, {data['size']})")
-    if active.split != setup.spec.split_spec():
+    if active.split != setup.split.spec:
         return f"it was judged on another split ({active.split or 'unrecorded'}) than this job's"
     if "accuracy" not in active.metrics or "f1_weighted" not in active.metrics:
         return "its validation figures are not recorded"
@@ -199,7 +199,7 @@ def _report(setup: JobSetup, fitted: list[Fitted], best: Fitted, active: ModelRe
         "job": setup.job_id,
         "spec": setup.spec.to_dict(),
         "dataset": setup.data.record(),
-        "split": setup.split.sizes(),
+        "split": {**setup.split.sizes(), "validated_on": setup.split.validated_on()},
         "candidates": [f.row() for f in fitted],
         "winner": best.candidate.name,
         # The active version's figures are on this job's digits only when "same_digits" is true.

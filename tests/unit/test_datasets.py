@@ -57,6 +57,28 @@ def test_sample_is_the_5000_real_digits_and_splits_are_stratified_and_seeded(mni
     assert np.bincount(first.y_val).min() >= 0.08 * len(first.y_val)  # every digit held out in proportion
     small = datasets.split(data, seed=1, validation_fraction=0.2, limit=1000)
     assert sum(small.sizes().values()) == 1000
+    assert small.spec == {"seed": 1, "validation_fraction": 0.2, "holdout_fraction": 0.1, "limit": 1000}
+    assert small.validated_on() == "a stratified 20% of the set (seed 1)"
+    unnamed = datasets.split(data, seed=1)  # the sample has no validation digits of its own: a stratified 20%
+    assert np.array_equal(unnamed.x_val, first.x_val) and unnamed.spec == {**small.spec, "limit": 0}
+
+
+def test_all_of_mnists_training_files_validate_on_their_last_10000_digits() -> None:
+    """The classic split (docs/model-quality.md's), unless the job names a fraction or a limit; labels run 0..9 in
+    file order here, so the stratified shares would hold every class in proportion and the last 10,000 would not."""
+    pixels = (np.arange(60_000, dtype=np.int64)[:, None] % 251).astype(np.uint8) * np.ones((1, 784), np.uint8)
+    labels = np.repeat(np.arange(10), 6000)
+    data = datasets.Dataset(pixels, labels, "idx:/mnist")
+    classic = datasets.split(data, seed=0)
+    assert classic.sizes() == {"train": 45_000, "holdout": 5_000, "validation": 10_000}
+    assert np.array_equal(classic.x_val, pixels[50_000:].astype(np.float32)) and set(classic.y_val) == {8, 9}
+    assert np.bincount(classic.y_hold).tolist() == [600] * 8 + [200] and classic.spec == {
+        "seed": 0, "validation": "the last 10000", "holdout_fraction": 0.1, "limit": 0}
+    assert classic.validated_on() == "the last 10000 digits of the set"
+    named = datasets.split(data, seed=0, validation_fraction=0.2)
+    assert len(named.y_val) == 12_000 and np.bincount(named.y_val).tolist() == [1200] * 10
+    assert datasets.split(data, seed=0, limit=6000).sizes()["validation"] == 1200
+    assert datasets.split(datasets.Dataset(pixels, labels, "openml"), seed=0).sizes()["validation"] == 12_000
 
 
 def test_unknown_spec_is_refused() -> None:

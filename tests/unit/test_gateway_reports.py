@@ -55,7 +55,7 @@ def test_what_the_registry_holds_is_escaped() -> None:
     hostile = record(
         version="v3", kind=HOSTILE, created_at=HOSTILE, job_id=HOSTILE, code_version=HOSTILE,
         metrics={"confusions": [HOSTILE]}, dataset={"source": HOSTILE, "size": HOSTILE, "digest": HOSTILE},
-        report={"gate": HOSTILE, "winner": HOSTILE, "split": {"train": HOSTILE},
+        report={"gate": HOSTILE, "winner": HOSTILE, "split": {"train": HOSTILE, "validated_on": HOSTILE},
                 "candidates": [{"name": HOSTILE}, {"name": "knn", "error": HOSTILE}]},
     )
     replica = ReplicaStatus(HOSTILE, HOSTILE, "", HOSTILE, HOSTILE, 0.0)

@@ -47,7 +47,7 @@ def test_a_retrain_request_becomes_a_queued_job_with_its_spec(redis_client: redi
     spec = json.loads(job.spec_json)
     assert (spec["data"], spec["seed"], spec["limit"], spec["candidates"]) == ("sample", 7, 500, ["svc"])
     assert spec["params"] == {"svc": {"C": 3}}
-    assert spec["validation_fraction"] == 0.2  # unset: the default, not 0
+    assert spec["validation_fraction"] == 0.0  # unset: the data set decides (datasets.split)
     assert spec["final_fit"] is False and spec["may_activate"] is True
     queued = jobs.fetch(job.id, redis_client)
     assert queued.func_name == jobs.RETRAIN_FUNCTION and queued.timeout == 600

@@ -17,6 +17,7 @@ from services.trainer.retrain import _gate, _report, _unlike_digits, promote
 
 DATA = {"source": "sample", "size": 5000, "digest": "d-sample"}
 SPEC = jobs.RetrainSpec(data="sample", seed=3, limit=1000)
+SPLIT = {"seed": 3, "validation_fraction": 0.2, "holdout_fraction": 0.1, "limit": 1000}  # datasets.Split.spec
 WINNER = {"accuracy": 0.95, "f1_weighted": 0.94, "fit_seconds": 1.0}
 
 
@@ -25,7 +26,7 @@ def active_record(dataset: dict[str, Any] | None = None, split: dict[str, Any] |
     return ModelRecord(
         version="v5", kind="svc", params={}, metrics={"accuracy": 0.93, "f1_weighted": 0.92} if metrics is None
         else metrics, dataset=DATA if dataset is None else dataset, created_at="", parent="", sha256="s",
-        signature="", blob_size=1, split=SPEC.split_spec() if split is None else split)
+        signature="", blob_size=1, split=SPLIT if split is None else split)
 
 
 class FakeRegistry:
@@ -44,7 +45,8 @@ def setup(active: ModelRecord | None, spec: jobs.RetrainSpec = SPEC) -> Any:
     return SimpleNamespace(
         spec=spec, job_id="job-1", progress=lambda *a, **k: None, registry=FakeRegistry(active),
         data=SimpleNamespace(record=lambda: dict(DATA)),
-        split=SimpleNamespace(sizes=lambda: {"train": 720, "holdout": 80, "validation": 200}))
+        split=SimpleNamespace(sizes=lambda: {"train": 720, "holdout": 80, "validation": 200}, spec=SPLIT,
+                              validated_on=lambda: "a stratified 20% of the set (seed 3)"))
 
 
 def test_with_nothing_active_the_winner_is_activated() -> None:
@@ -70,7 +72,7 @@ def test_the_jobs_min_gain_raises_the_bar() -> None:
     (active_record(dataset={"source": "openml", "size": 70000, "digest": "d-openml"}),
      "it was judged on another data set (openml, 70000 digits) than this job's (sample, 5000)"),
     (active_record(dataset={}), "another data set (?, ? digits)"),
-    (active_record(split={**SPEC.split_spec(), "seed": 4}), "it was judged on another split"),
+    (active_record(split={**SPLIT, "seed": 4}), "it was judged on another split"),
     (active_record(split={}), "another split (unrecorded)"),
     (active_record(metrics={"accuracy": 0.5}), "its validation figures are not recorded"),
 ])
@@ -93,7 +95,8 @@ def test_the_report_sets_every_candidate_beside_the_active_version() -> None:
     report = _report(setup(active_record()), fitted, fitted[0], active_record(), "the gate's words")
     assert report["job"] == "job-1" and report["winner"] == "svc" and report["gate"] == "the gate's words"
     assert report["spec"] == SPEC.to_dict() and report["dataset"] == DATA
-    assert report["split"] == {"train": 720, "holdout": 80, "validation": 200}
+    assert report["split"] == {"train": 720, "holdout": 80, "validation": 200,
+                               "validated_on": "a stratified 20% of the set (seed 3)"}
     assert [(c["name"], c.get("accuracy"), c.get("error")) for c in report["candidates"]] == [
         ("svc", 0.95, None), ("hist-gb", None, "out of memory")]
     assert report["active"] == {"version": "v5", "accuracy": 0.93, "f1_weighted": 0.92, "same_digits": True}
