@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +63,16 @@ class Split:
     y_hold: npt.NDArray[np.int64]
     x_val: npt.NDArray[np.float32]
     y_val: npt.NDArray[np.int64]
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any]
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "holdout": len(self.y_hold), "validation": len(self.y_val)}
 
     def validated_on(self) -> str:
         """Which digits validate, in words, for reports."""
-        if "validation" in self.spec:
-            return f"{self.spec['validation']} digits of the set"
-        return f"a stratified {self.spec.get('validation_fraction', 0):.0%} of the set (seed {self.spec.get('seed')})"
+        if "validation_last" in self.spec:
+            return f"the last {self.spec['validation_last']} digits of the set"
+        return f"a stratified {self.spec['validation_fraction']:.0%} of the set (seed {self.spec['seed']})"
 
 
 def split(
@@ -88,13 +88,13 @@ def split(
     from sklearn.model_selection import train_test_split
 
     pixels, labels = data.pixels, data.labels
-    if limit and limit < len(labels):
+    limit = limit if limit < len(labels) else 0  # a limit of every digit is no limit
+    if limit:
         pixels, _, labels, _ = _limited(data, limit, seed)
     elif not validation_fraction and _is_mnist_training_files(data):
-        return _holdout(pixels[:-CLASSIC_VALIDATION_DIGITS], labels[:-CLASSIC_VALIDATION_DIGITS],
-                        pixels[-CLASSIC_VALIDATION_DIGITS:], labels[-CLASSIC_VALIDATION_DIGITS:], seed=seed,
-                        spec={"seed": seed, "validation": f"the last {CLASSIC_VALIDATION_DIGITS}",
-                              "holdout_fraction": holdout_fraction, "limit": 0})
+        last = CLASSIC_VALIDATION_DIGITS
+        return _holdout(pixels[:-last], labels[:-last], pixels[-last:], labels[-last:], seed=seed,
+                        spec={"seed": seed, "validation_last": last, "holdout_fraction": holdout_fraction, "limit": 0})
     fraction = validation_fraction or DEFAULT_VALIDATION_FRACTION
     x_rest, x_val, y_rest, y_val = train_test_split(
         pixels, labels, test_size=fraction, stratify=labels, random_state=seed
@@ -195,3 +195,14 @@ def _read_idx(path: Path) -> npt.NDArray[np.uint8]:
     if body.size != int(np.prod(shape)):
         raise InvalidInput(f"{path}: header says {shape} but the file holds {body.size} values")
     return body.reshape(shape)
+
+
+def same_validation_digits(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two split specs of the same data validate on the same digits. The holdout is taken from what is not
+    validated, so it does not matter; nor does the seed when validation is the set's last digits."""
+    return bool(a) and _validation_rule(a) == _validation_rule(b)
+
+
+def _validation_rule(spec: dict[str, Any]) -> dict[str, Any]:
+    ignored = {"holdout_fraction", "seed"} if "validation_last" in spec else {"holdout_fraction"}
+    return {key: value for key, value in spec.items() if key not in ignored}

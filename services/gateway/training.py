@@ -38,7 +38,8 @@ class Training(pb_grpc.TrainingServicer):
     async def Retrain(self, request: pb.RetrainRequest, context: Context) -> pb.Job:
         scopes = require_scope(context, self._settings, "training")
         spec = jobs.RetrainSpec(
-            data=request.data, seed=request.seed, validation_fraction=request.validation_fraction,
+            # A proto float: 0.2 arrives as 0.2000000029..., which no recorded split's 0.2 would equal.
+            data=request.data, seed=request.seed, validation_fraction=round(request.validation_fraction, 6),
             no_activate=request.no_activate, limit=request.limit, candidates=tuple(request.candidates),
             params=_params(request.params_json), top_n=request.top_n, min_gain=request.min_gain,
             parallel=request.parallel, final_fit=not request.no_final_fit,

@@ -163,9 +163,9 @@ def _gate(setup: JobSetup, metrics: dict[str, Any]) -> tuple[ModelRecord | None,
     """(the active version's record, activate?, why).
 
     The winner is compared with the active model only on digits neither was trained on: the active version's
-    own validation figures count only if they come from the same data (digest) split the same way (seed,
-    fractions, limit), so that its validation digits are exactly this job's. Otherwise there is no honest
-    comparison, and activation is left to an admin.
+    own validation figures count only if they come from the same data (digest) and the same validation digits
+    (the classic last 10,000, or the same seed, fraction and limit), so that they are exactly this job's.
+    Otherwise there is no honest comparison, and activation is left to an admin.
     """
     version = setup.registry.active_version()
     if version is None:
@@ -185,7 +185,7 @@ def _unlike_digits(active: ModelRecord, setup: JobSetup) -> str:
     if active.dataset.get("digest") != data["digest"]:
         return (f"it was judged on another data set ({active.dataset.get('source', '?')}, "
                 f"{active.dataset.get('size', '?')} digits) than this job's ({data['source']}, {data['size']})")
-    if active.split != setup.split.spec:
+    if not datasets.same_validation_digits(active.split, setup.split.spec):
         return f"it was judged on another split ({active.split or 'unrecorded'}) than this job's"
     if "accuracy" not in active.metrics or "f1_weighted" not in active.metrics:
         return "its validation figures are not recorded"

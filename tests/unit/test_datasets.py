@@ -73,12 +73,32 @@ def test_all_of_mnists_training_files_validate_on_their_last_10000_digits() -> N
     assert classic.sizes() == {"train": 45_000, "holdout": 5_000, "validation": 10_000}
     assert np.array_equal(classic.x_val, pixels[50_000:].astype(np.float32)) and set(classic.y_val) == {8, 9}
     assert np.bincount(classic.y_hold).tolist() == [600] * 8 + [200] and classic.spec == {
-        "seed": 0, "validation": "the last 10000", "holdout_fraction": 0.1, "limit": 0}
+        "seed": 0, "validation_last": 10_000, "holdout_fraction": 0.1, "limit": 0}
     assert classic.validated_on() == "the last 10000 digits of the set"
     named = datasets.split(data, seed=0, validation_fraction=0.2)
     assert len(named.y_val) == 12_000 and np.bincount(named.y_val).tolist() == [1200] * 10
     assert datasets.split(data, seed=0, limit=6000).sizes()["validation"] == 1200
+    assert datasets.split(data, seed=0, limit=60_000).spec == classic.spec  # a limit of every digit is no limit
     assert datasets.split(datasets.Dataset(pixels, labels, "openml"), seed=0).sizes()["validation"] == 12_000
+
+
+OLD_RECORD = {"seed": 0, "validation_fraction": 0.2, "holdout_fraction": 0.1, "limit": 0}  # written before the
+CLASSIC = {"seed": 0, "validation_last": 10_000, "holdout_fraction": 0.1, "limit": 0}  # classic split existed
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    (OLD_RECORD, dict(OLD_RECORD), True),
+    (OLD_RECORD, {**OLD_RECORD, "holdout_fraction": 0.2}, True),  # the holdout comes out of the training share
+    (OLD_RECORD, {**OLD_RECORD, "seed": 1}, False),
+    (OLD_RECORD, {**OLD_RECORD, "validation_fraction": 0.25}, False),
+    (OLD_RECORD, {**OLD_RECORD, "limit": 1000}, False),
+    (OLD_RECORD, CLASSIC, False),
+    (CLASSIC, {**CLASSIC, "seed": 7, "holdout_fraction": 0.3}, True),  # the last 10,000, whatever the seed
+    ({}, {}, False),  # a version registered before splits were recorded
+])
+def test_the_gate_compares_versions_validated_on_the_same_digits(a: dict[str, object], b: dict[str, object],
+                                                                 same: bool) -> None:
+    assert datasets.same_validation_digits(a, b) is same and datasets.same_validation_digits(b, a) is same
 
 
 def test_unknown_spec_is_refused() -> None:

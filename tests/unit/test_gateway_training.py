@@ -38,6 +38,13 @@ def test_params_json_maps_candidate_names_to_parameter_objects() -> None:
             _params(wrong)
 
 
+def test_a_fraction_asked_for_is_the_fraction_recorded(redis_client: redis.Redis) -> None:
+    """A proto float carries 0.2 as 0.2000000029...: recorded as such, no split would ever match an older 0.2."""
+    request = pb.RetrainRequest(data="sample", candidates=["svc"], validation_fraction=0.2)
+    job = call(Training(redis_client, SETTINGS).Retrain(request, AS_ADMIN))  # type: ignore[arg-type]
+    assert json.loads(job.spec_json)["validation_fraction"] == 0.2
+
+
 def test_a_retrain_request_becomes_a_queued_job_with_its_spec(redis_client: redis.Redis) -> None:
     training = Training(redis_client, SETTINGS)
     request = pb.RetrainRequest(data="sample", seed=7, limit=500, candidates=["svc"], params_json='{"svc": {"C": 3}}',

@@ -16,7 +16,8 @@ from digits.jobs import RetrainSpec
 
 
 @pytest.mark.parametrize(
-    "fields", [{"data": "ftp://x"}, {"validation_fraction": 0.9}, {"limit": 10}, {"seed": -1}, {"min_gain": 1.5},
+    "fields", [{"data": "ftp://x"}, {"validation_fraction": 0.9}, {"validation_fraction": 0.01},
+               {"validation_fraction": -0.1}, {"limit": 10}, {"seed": -1}, {"min_gain": 1.5},
                {"top_n": 50}, {"candidates": ("no-such-recipe",)}, {"params": {"svc": {"no_such": 1}}}]
 )
 def test_retrain_spec_is_validated(fields: dict[str, object]) -> None:
@@ -27,7 +28,7 @@ def test_retrain_spec_is_validated(fields: dict[str, object]) -> None:
 def test_a_spec_survives_json() -> None:
     spec = RetrainSpec(seed=3, limit=1000, candidates=("logreg", "knn"), may_activate=False)
     assert RetrainSpec.from_dict(spec.to_dict()) == spec
-    assert RetrainSpec(validation_fraction=0.3).validation_fraction == 0.3  # 0, the default, lets the data decide
+    assert RetrainSpec().validation_fraction == 0.0  # the default: the data's own validation digits
 
 
 def run_one(redis_client: redis.Redis, job: Job) -> Job:

@@ -74,6 +74,8 @@ def test_the_jobs_min_gain_raises_the_bar() -> None:
     (active_record(dataset={}), "another data set (?, ? digits)"),
     (active_record(split={**SPLIT, "seed": 4}), "it was judged on another split"),
     (active_record(split={}), "another split (unrecorded)"),
+    (active_record(split={"seed": 3, "validation_last": 10_000, "holdout_fraction": 0.1, "limit": 0}),
+     "it was judged on another split"),
     (active_record(metrics={"accuracy": 0.5}), "its validation figures are not recorded"),
 ])
 def test_on_other_digits_there_is_no_comparison_and_activation_is_left_to_an_admin(record: ModelRecord,
