@@ -45,6 +45,7 @@ class ReplicaWatch:
         self._events = events
         self._forget_after = SILENT_REPORTS * report_seconds
         self._latest: dict[str, ReplicaStatus] = {}
+        self._said_full = False  # the table is full: said once, until it has room again
 
     def snapshot(self) -> list[ReplicaStatus]:
         """Replicas heard from recently, by id."""
@@ -75,9 +76,12 @@ class ReplicaWatch:
         if status.id not in self._latest and len(self._latest) >= MAX_REPLICAS:
             self._latest = {s.id: s for s in self.snapshot()}
             if len(self._latest) >= MAX_REPLICAS:
-                log.warning("replica table full; a new replica's report is not shown",
-                            extra={"replica": status.id, "max_replicas": MAX_REPLICAS})
+                if not self._said_full:
+                    log.warning("replica table full; new replicas' reports are not shown until one falls silent",
+                                extra={"replica": status.id, "max_replicas": MAX_REPLICAS})
+                self._said_full = True
                 return
+            self._said_full = False  # there was room: the next refusal is news
         self._latest[status.id] = status
 
 
