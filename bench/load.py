@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.model import default_data_spec
 from bench.stats import Cell
 
 Pixels = npt.NDArray[np.float32]
@@ -212,6 +211,8 @@ def run_cells(coroutine: Any) -> list[Any]:
 
 def add_window_options(parser: argparse.ArgumentParser, *, concurrency: str, data_use: str = "") -> None:
     """The options every load-driving benchmark shares: its windows, its concurrencies, its data and payloads."""
+    from bench.model import default_data_spec  # here: bench.model loads scikit-learn, which load need not
+
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per window")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
     parser.add_argument("--concurrency", default=concurrency, help="comma-separated concurrencies")

@@ -19,6 +19,7 @@ to parse), and ``redis_client`` is a real, empty redis-server per test.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ import sklearn.svm  # noqa: F401  (... and scikit-learn's OpenMP runtime)
 from threadpoolctl import threadpool_limits
 
 from digits import datasets
-from digits.stack.local import free_ports, redis_server
+from digits.stack.local import redis_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,21 +55,26 @@ def mnist_sample() -> datasets.Dataset:
 @pytest.fixture
 def redis_client(tmp_path: Path) -> Iterator[redis.Redis]:
     """A real, empty redis-server of its own (the one `make up` would use)."""
-    (port,) = free_ports(1)
+    # A socket of its own, no TCP port: parallel workers (make unit) cannot race for one. In a short directory,
+    # since a socket's path is limited to about 100 characters and a test's tmp_path may be longer.
+    socket_dir = tempfile.TemporaryDirectory(prefix="redis-", dir="/tmp")
+    socket = Path(socket_dir.name) / "s"
     server = subprocess.Popen(
-        [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", ""],
+        [redis_server(), "--port", "0", "--unixsocket", str(socket), "--dir", str(tmp_path), "--save", ""],
         stdout=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port)
+    client = redis.Redis(unix_socket_path=str(socket))
     deadline = time.monotonic() + 10
     while True:
         try:
             client.ping()
             break
         except redis.ConnectionError:
+            assert server.poll() is None, "redis-server exited"
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
     yield client
     client.close()
     server.terminate()
     server.wait(10)
+    socket_dir.cleanup()
