@@ -6,9 +6,9 @@
 
 Both are fitted with the trainer's own code (``services.trainer.comparison.fit_base``) on a stratified split
 (seed 0, 20% validation, 10% of the rest holdout; a job asking for ``validation_fraction`` 0.2 makes the same
-one, and every job made it until full-MNIST jobs moved to the classic split): fitted on ``x_train``, calibrated on ``x_hold``; request
-payloads come from ``x_val``, digits neither model saw. Each fitted model is cached with joblib under
-``$DIGITS_CACHE_DIR/bench/``, keyed by the data digest and the recipe, so that reruns skip the fit.
+one, and every job made it until full-MNIST jobs moved to the classic split): fitted on ``x_train``, calibrated
+on ``x_hold``; request payloads come from ``x_val``, digits neither model saw. Each fitted model is cached with
+joblib under ``$DIGITS_CACHE_DIR/bench/``, keyed by the data digest and the recipe, so that reruns skip the fit.
 """
 
 from __future__ import annotations
