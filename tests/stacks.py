@@ -39,6 +39,12 @@ def running_stack(run_dir: Path, *, first_model: bool = True, **extra_env: str) 
     assert_nothing_left(groups)
 
 
+def redis_version(stack: LocalStack) -> str:
+    """The version of the redis-server a stack runs, as it reports itself (the access-control and persistence
+    tests say which one they ran against)."""
+    return str(stack.redis_client().info("server")["redis_version"])
+
+
 def running_process_groups(run_dir: Path) -> dict[str, int]:
     state = json.loads((run_dir / "processes.json").read_text())
     return {name: entry["pid"] for name, entry in state.items() if entry["pid"]}

