@@ -32,9 +32,11 @@ def http_status(code: grpc.StatusCode, retry_after: str | None = None) -> int:
 
 
 class DigitsError(Exception):
-    """An error whose message is meant for the caller."""
+    """An error whose message is meant for the caller; ``retry_after_seconds`` is set where the same call may pass
+    later (the service was busy, the request was fine)."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retry_after_seconds: int | None = None
 
 
 class InvalidInput(DigitsError):
@@ -102,8 +104,7 @@ class Refused(DigitsError):
     def __init__(self, code: grpc.StatusCode, message: str, retry_after_seconds: int | None = None) -> None:
         super().__init__(message)
         self.code = code
-        if retry_after_seconds:
-            self.retry_after_seconds = retry_after_seconds
+        self.retry_after_seconds = retry_after_seconds or None
 
 
 class IntegrityError(DigitsError):

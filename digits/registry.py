@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +116,15 @@ class ModelRecord:
             fitted_on=raw.get("fitted_on", ""), job_id=raw.get("job_id", ""),
             code_version=raw.get("code_version", ""), pruned_at=raw.get("pruned_at", ""), **loaded,
         )
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """Records, the active pointer and the pins as they were at one instant (``Registry.view``)."""
+
+    records: list[ModelRecord]
+    active: str
+    pinned: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -327,17 +336,45 @@ class Registry:
 
     def list(self, limit: int = 50) -> builtins.list[ModelRecord]:
         """Most recent first; reads metadata only."""
-        versions = [_text(v) for v in self._redis.zrevrange(MODELS_KEY, 0, max(limit, 1) - 1)]
-        with self._redis.pipeline(transaction=False) as batch:
-            for version in versions:
-                batch.hmget(model_key(version), list(SUMMARY_FIELDS))
-            rows = batch.execute()
-        records = []
-        for values in rows:
-            raw = {n: _text(v) for n, v in zip(SUMMARY_FIELDS, values, strict=True) if v is not None}
-            if "version" in raw:
-                records.append(ModelRecord.from_hash(raw))
-        return records
+        return self.view(limit).records
+
+    def view(self, limit: int = 50) -> RegistryView:
+        """The newest ``limit`` records (metadata only), the active version and the pins, read as one snapshot."""
+        return self._snapshot(lambda: [_text(v) for v in self._redis.zrevrange(MODELS_KEY, 0, max(limit, 1) - 1)],
+                              SUMMARY_FIELDS)
+
+    def view_of(self, version: str, *, with_report: bool = True) -> RegistryView:
+        """One version's record (NotFound if unknown), the active version and the pins, read as one snapshot."""
+        fields = (*SUMMARY_FIELDS, "report") if with_report else SUMMARY_FIELDS
+        view = self._snapshot(lambda: [version], fields)
+        if not view.records:
+            raise NotFound(f"model {version} is not registered")
+        return view
+
+    def _snapshot(self, versions: Callable[[], builtins.list[str]], fields: tuple[str, ...]) -> RegistryView:
+        """Read ``versions()``' records, the active pointer and the pins in one transaction, watched: when any of
+        them changes between the first read and the last, read again. A Models answer never mixes two states."""
+        while True:
+            with self._redis.pipeline(transaction=True) as tx:
+                try:
+                    tx.watch(MODELS_KEY, ACTIVE_KEY, PINNED_KEY)  # type: ignore[no-untyped-call]
+                    chosen = versions()
+                    if chosen:
+                        tx.watch(*(model_key(v) for v in chosen))  # type: ignore[no-untyped-call]
+                    tx.multi()
+                    tx.get(ACTIVE_KEY)
+                    tx.smembers(PINNED_KEY)
+                    for version in chosen:
+                        tx.hmget(model_key(version), list(fields))
+                    active, pinned, *rows = tx.execute()
+                except redis.WatchError:
+                    continue
+            records = []
+            for values in rows:
+                raw = {n: _text(v) for n, v in zip(fields, values, strict=True) if v is not None}
+                if "version" in raw:
+                    records.append(ModelRecord.from_hash(raw))
+            return RegistryView(records, _text(active), frozenset(_text(v) for v in pinned))
 
     def verify(self, version: str) -> tuple[ModelRecord, bytes]:
         """A version's record and blob, after checking that the trainer signed exactly these."""

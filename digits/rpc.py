@@ -143,7 +143,7 @@ async def _abort_for(error: BaseException, context: Context, method: str) -> Non
 
 
 def _retry_after(error: DigitsError) -> tuple[tuple[str, str], ...]:
-    seconds = getattr(error, "retry_after_seconds", None)
+    seconds = error.retry_after_seconds
     return ((RETRY_AFTER_KEY, str(seconds)),) if seconds is not None else ()
 
 

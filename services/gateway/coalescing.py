@@ -86,7 +86,7 @@ class Coalescer:
         answers = await asyncio.gather(*(self.predict(r, timeout) for r in requests), return_exceptions=True)
         for index, answer in enumerate(answers):
             if isinstance(answer, Refused):
-                raise Refused(answer.code, f"item {index}: {answer}", getattr(answer, "retry_after_seconds", None))
+                raise Refused(answer.code, f"item {index}: {answer}", answer.retry_after_seconds)
             if isinstance(answer, BaseException):
                 raise answer
         return answers  # type: ignore[return-value]

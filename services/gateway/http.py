@@ -121,8 +121,7 @@ def _error(status: int, message: str, retry_after: str | None = None) -> web.Res
 
 
 def _retry_after(error: DigitsError) -> str | None:
-    seconds = getattr(error, "retry_after_seconds", None)
-    return str(seconds) if seconds is not None else None
+    return str(error.retry_after_seconds) if error.retry_after_seconds is not None else None
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -148,18 +147,15 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _models_page(request: web.Request) -> web.Response:
     registry: Registry = request.app[REGISTRY]
-    records = await off_loop(registry.list, 200)
-    active = await off_loop(registry.active_version) or ""
-    pinned = await off_loop(registry.pinned)
-    page = reports.models_page(records, active, pinned, request.app[REPLICAS].snapshot())
+    view = await off_loop(registry.view, 200)
+    page = reports.models_page(view.records, view.active, set(view.pinned), request.app[REPLICAS].snapshot())
     return web.Response(text=page, content_type="text/html")
 
 
 async def _model_page(request: web.Request) -> web.Response:
     registry: Registry = request.app[REGISTRY]
-    record = await off_loop(registry.get, request.match_info["version"])
-    active = await off_loop(registry.active_version) or ""
-    return web.Response(text=reports.model_page(record, active), content_type="text/html")
+    view = await off_loop(registry.view_of, request.match_info["version"])
+    return web.Response(text=reports.model_page(view.records[0], view.active), content_type="text/html")
 
 
 def _chart(draw: Callable[[ModelRecord], bytes]) -> Handler:

@@ -6,7 +6,7 @@ import json
 import logging
 
 from digits.errors import FailedPrecondition
-from digits.registry import ModelRecord, Promotion, Registry
+from digits.registry import ModelRecord, Promotion, Registry, RegistryView
 from digits.rpc import Context
 from digits.settings import Settings
 from digits.v1 import models_pb2 as pb
@@ -25,18 +25,14 @@ class Models(pb_grpc.ModelsServicer):
         self._settings = settings
 
     async def ListModels(self, request: pb.ListModelsRequest, context: Context) -> pb.ListModelsResponse:
-        limit = min(request.limit or 50, 1000)
-        records = await off_loop(self._registry.list, limit)
-        active = await off_loop(self._registry.active_version) or ""
-        pinned = await off_loop(self._registry.pinned)
-        return pb.ListModelsResponse(models=[to_proto(r, active, pinned) for r in records], active_version=active,
+        view = await off_loop(self._registry.view, min(request.limit or 50, 1000))
+        return pb.ListModelsResponse(models=[to_proto(r, view) for r in view.records], active_version=view.active,
                                      replicas=[replica_proto(s) for s in self._replicas.snapshot()])
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.Model:
-        record = await off_loop(self._registry.get, request.version)
-        active = await off_loop(self._registry.active_version) or ""
-        model = to_proto(record, active, await off_loop(self._registry.pinned))
-        model.report_json = json.dumps(record.report)
+        view = await off_loop(self._registry.view_of, request.version)
+        model = to_proto(view.records[0], view)
+        model.report_json = json.dumps(view.records[0].report)
         return model
 
     async def ActivateModel(self, request: pb.ActivateModelRequest, context: Context) -> pb.Activation:
@@ -68,7 +64,8 @@ class Models(pb_grpc.ModelsServicer):
         return pb.ListPromotionsResponse(promotions=[promotion_proto(p) for p in promotions])
 
 
-def to_proto(record: ModelRecord, active: str, pinned: set[str]) -> pb.Model:
+def to_proto(record: ModelRecord, view: RegistryView) -> pb.Model:
+    """A record as the API shows it, active and pinned as ``view`` saw them."""
     return pb.Model(
         version=record.version,
         kind=record.kind,
@@ -83,12 +80,12 @@ def to_proto(record: ModelRecord, active: str, pinned: set[str]) -> pb.Model:
         parent=record.parent,
         sha256=record.sha256,
         blob_size=record.blob_size,
-        active=record.version == active,
+        active=record.version == view.active,
         accuracy=float(record.metrics.get("accuracy", 0.0)),
         f1_weighted=float(record.metrics.get("f1_weighted", 0.0)),
         job_id=record.job_id,
         code_version=record.code_version,
-        pinned=record.version in pinned,
+        pinned=record.version in view.pinned,
         pruned_at=record.pruned_at,
         key_id=record.key_id,
         fitted_on=record.fitted_on,

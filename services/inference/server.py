@@ -86,7 +86,7 @@ class Recognizer(pb_grpc.RecognizerServicer):
 
 def _refusal(error: DigitsError) -> pb.Refusal:
     return pb.Refusal(code=error.code.value[0], message=str(error),
-                      retry_after_seconds=getattr(error, "retry_after_seconds", 0) or 0)
+                      retry_after_seconds=error.retry_after_seconds or 0)
 
 
 def _answer(

@@ -44,6 +44,6 @@ def test_refused_carries_another_services_code_message_and_hint() -> None:
     assert refused.code == grpc.StatusCode.NOT_FOUND and str(refused) == "no such version"
     assert refused.retry_after_seconds == 3
     plain = errors.Refused(grpc.StatusCode.INVALID_ARGUMENT, "bad")
-    assert not hasattr(plain, "retry_after_seconds")
+    assert plain.retry_after_seconds is None and errors.InvalidInput("bad").retry_after_seconds is None
     # Setting the code on one instance leaves the class (and every other error) alone.
     assert errors.DigitsError.code == grpc.StatusCode.INTERNAL

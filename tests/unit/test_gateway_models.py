@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from digits.errors import FailedPrecondition, PermissionDenied, Unauthenticated
-from digits.registry import ModelRecord, Promotion
+from digits.registry import ModelRecord, Promotion, RegistryView
 from digits.settings import Settings
 from digits.v1 import models_pb2 as pb
 from services.gateway.models import Models, promotion_proto, replica_proto, to_proto
@@ -40,9 +40,12 @@ class FakeRegistry:
         self.lose_the_race = False
         self.list_limits: list[int] = []
 
-    def list(self, limit: int = 50) -> list[ModelRecord]:
+    def view(self, limit: int = 50) -> RegistryView:
         self.list_limits.append(limit)
-        return list(self.records.values())[:limit]
+        return RegistryView(list(self.records.values())[:limit], self.active or "", frozenset(self.pins))
+
+    def view_of(self, version: str, *, with_report: bool = True) -> RegistryView:
+        return RegistryView([self.records[version]], self.active or "", frozenset(self.pins))
 
     def active_version(self) -> str | None:
         return self.active
@@ -91,13 +94,14 @@ def service(registry: FakeRegistry, statuses: list[ReplicaStatus] | None = None)
 
 
 def test_a_record_as_the_api_shows_it() -> None:
-    model = to_proto(record("v2", metrics={"accuracy": 0.9}, job_id="job-1", fitted_on="all"), "v2", {"v2"})
+    model = to_proto(record("v2", metrics={"accuracy": 0.9}, job_id="job-1", fitted_on="all"),
+                     RegistryView([], "v2", frozenset({"v2"})))
     assert (model.version, model.kind, model.active, model.pinned) == ("v2", "svc", True, True)
     assert json.loads(model.params_json) == {"C": 5.0} and json.loads(model.metrics_json) == {"accuracy": 0.9}
     assert model.accuracy == pytest.approx(0.9) and model.f1_weighted == 0.0  # a missing figure reads as 0
     assert (model.dataset.source, model.dataset.size, model.dataset.digest) == ("mnist", 70000, "d1")
     assert (model.job_id, model.fitted_on, model.sha256, model.blob_size) == ("job-1", "all", "sha-v2", 1234)
-    other = to_proto(record("v3", dataset={}), "v2", set())
+    other = to_proto(record("v3", dataset={}), RegistryView([], "v2", frozenset()))
     assert not other.active and not other.pinned and other.dataset.size == 0 and other.dataset.source == ""
 
 

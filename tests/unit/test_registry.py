@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import redis
@@ -209,3 +210,38 @@ def test_a_failed_registration_leaves_nothing(registry: Registry, redis_client: 
     assert redis_client.zcard(MODELS_KEY) == 0
     assert not redis_client.keys("digits:model:v*")
     assert redis_client.get(ACTIVE_KEY) is None
+
+
+def test_a_view_is_one_instant_of_records_active_pointer_and_pins(registry: Registry,
+                                                                   redis_client: redis.Redis) -> None:
+    """The gateway answers ListModels and GetModel from one view. A writer here moves the active pointer and the
+    pin together, in one transaction; a reader of three separate values would see the pin of one state beside the
+    active version of another."""
+    versions = [register(registry) for _ in range(3)]
+    writer = redis.Redis(connection_pool=redis_client.connection_pool)
+    stop = threading.Event()
+
+    def move() -> None:
+        turn = 0
+        while not stop.is_set():
+            turn += 1
+            with writer.pipeline(transaction=True) as tx:
+                tx.set(ACTIVE_KEY, versions[turn % 3])
+                tx.delete("digits:pinned")
+                tx.sadd("digits:pinned", versions[turn % 3])
+                tx.execute()
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=move)
+    thread.start()
+    try:
+        views = [registry.view() for _ in range(200)] + [registry.view_of(versions[0]) for _ in range(200)]
+    finally:
+        stop.set()
+        thread.join()
+    assert {v.active for v in views} == set(versions), "the writer did not move the pointer during the reads"
+    assert all(view.pinned == {view.active} for view in views)
+    assert all([r.version for r in v.records] == versions[::-1] for v in views[:200])
+    assert all([r.version for r in v.records] == versions[:1] and v.records[0].report for v in views[200:])
+    with pytest.raises(NotFound):
+        registry.view_of("v999")
