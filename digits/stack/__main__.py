@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import numpy as np
+from docker.models.containers import Container
 from PIL import Image
 
 from digits import healthcheck
@@ -16,7 +18,7 @@ from digits.client.progress import ProgressReport
 from digits.errors import FailedPrecondition, IntegrityError, NotServable
 from digits.mnist import SHAPE
 from digits.settings import get_settings
-from digits.stack import secrets
+from digits.stack import compose, engine, secrets
 from digits.stack.local import REPO, LocalStack
 from digits.stack.supervisor import Supervisor
 
@@ -32,36 +34,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "secrets":
         print(secrets.env_file(secrets.generate()), end="")
         return 0
-    if docker_engine_answers() and args.command != "supervise":
-        return compose_mode(args.command, args.run_dir)
+    client = engine.engine() if get_settings().stack != "local" and args.command != "supervise" else None
+    if client is not None:
+        return compose_mode(client, args)
     stack = LocalStack.from_environment(args.run_dir)
     return {"up": up, "down": down, "status": status, "logs": logs, "supervise": supervise}[args.command](
         stack, args
     )
 
 
-def docker_engine_answers() -> bool:
-    if get_settings().stack == "local":
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def compose_mode(command: str, run_dir: Path) -> int:
+def compose_mode(client: docker.DockerClient, args: argparse.Namespace) -> int:
+    """The stack under Docker Compose: up and down through the compose CLI (the SDK has no compose), status and logs
+    through the SDK, from the containers labelled with the compose project's name."""
     print("Docker engine found: running the stack with Docker Compose (DIGITS_STACK=local to run processes).")
-    env_file = run_dir / "compose.env"
+    if args.command in ("status", "logs"):
+        containers = engine.project_containers(client, compose.project_name())
+        if not containers:
+            print("The compose stack is not running (make up starts it).")
+            return 1
+        return compose_status(containers) if args.command == "status" else compose_logs(containers, args.lines)
+    env_file = args.run_dir / "compose.env"
     if not env_file.exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        args.run_dir.mkdir(parents=True, exist_ok=True)
         env_file.write_text(secrets.env_file(secrets.generate()))
         env_file.chmod(0o600)
         print(f"Made the stack's secrets in {env_file} (the CLI needs its DIGITS_ADMIN_TOKEN).")
-    compose = ["docker", "compose", "-f", str(REPO / "docker-compose.yml"), "--env-file", str(env_file)]
-    verbs = {
-        "up": ["up", "-d", "--build", "--wait"], "down": ["down"], "status": ["ps"], "logs": ["logs", "--tail", "50"],
-    }
-    return subprocess.run([*compose, *verbs[command]], check=False).returncode
+    compose_cli = ["docker", "compose", "-f", str(compose.COMPOSE_FILE), "--env-file", str(env_file)]
+    verbs = {"up": ["up", "-d", "--build", "--wait"], "down": ["down"]}
+    return subprocess.run([*compose_cli, *verbs[args.command]], check=False).returncode
+
+
+def compose_status(containers: list[Container]) -> int:
+    print("\n".join(engine.status_lines(containers)))
+    return 0 if all(engine.healthy(c) for c in containers) else 1
+
+
+def compose_logs(containers: list[Container], lines: int) -> int:
+    for container in containers:
+        print(f"==> {engine.service_of(container)} ({container.name}) <==")
+        print(engine.recent_logs(container, lines), end="")
+    return 0
 
 
 def up(stack: LocalStack, args: argparse.Namespace) -> int:

