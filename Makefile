@@ -25,9 +25,10 @@ status: $(STAMP) digits/v1/__init__.py
 logs: $(STAMP) digits/v1/__init__.py
 	$(BIN)/python -m digits.stack logs
 
-test: $(STAMP) digits/v1/__init__.py $(TRITON_STAMP)  ## lint, type-check, unit and integration tests
+test: $(STAMP) digits/v1/__init__.py $(TRITON_STAMP)  ## lint, type-check, import contracts, unit and integration tests
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 # Unit tests hold no shared state, so they run on up to four cores; the stack suites share one stack each.

@@ -1,6 +1,6 @@
 """The models the benchmark needs, trained the way a retrain job trains them, and cached.
 
-- The production recipe (``digits.candidates.DEFAULT``): what `make up` and a plain retrain train, and what the
+- The production recipe (``digits.training.candidates.DEFAULT``): what `make up` and a plain retrain train, and what the
   stack serves in cases (b) to (e) and the open loop.
 - The seed recipe (``svc``): its scikit-learn predict is case (a), the reference every figure is a ratio to.
 
@@ -23,10 +23,10 @@ import numpy as np
 import numpy.typing as npt
 import sklearn
 
-from digits import datasets
-from digits.candidates import CANDIDATES, DEFAULT
-from digits.model import DigitModel
+from digits.modelling.model import DigitModel
 from digits.settings import Settings
+from digits.training import datasets
+from digits.training.candidates import CANDIDATES, DEFAULT
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"

@@ -1,6 +1,6 @@
 """Where an in-process prediction spends its time: cProfile of the fast path, and its stages timed one by one.
 
-The stages repeat what ``FastSVC`` does (digits/fastsvc.py), step by step, on the same arrays, so their sum
+The stages repeat what ``FastSVC`` does (digits/modelling/fastsvc.py), step by step, on the same arrays, so their sum
 should come close to one ``DigitModel.predict`` call; cProfile cannot split them because matrix products and
 ufuncs run inside one Python function (``_kernel``) and are charged to it.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from digits.model import DigitModel
+from digits.modelling.model import DigitModel
 
 Pixels = npt.NDArray[np.float32]
 
@@ -70,7 +70,7 @@ def stages(model: DigitModel, rows: Pixels, seconds: float = 0.5) -> dict[str, d
 
 def inputs(pixels: Pixels, png: bytes, seconds: float = 0.5) -> dict[str, dict[str, float]]:
     """What inference pays to turn one request's payload into the model's row, per kind of payload."""
-    from digits import imaging
+    from digits.modelling import imaging
     from digits.settings import Settings
 
     settings = Settings()
@@ -118,7 +118,7 @@ async def inference_event_loop(model: DigitModel, requests: list[bytes], concurr
     from threadpoolctl import threadpool_limits
 
     from bench.stack import grpc_sender
-    from digits import rpc
+    from digits.platform import rpc
     from digits.settings import Settings
     from digits.v1 import recognizer_pb2_grpc as pb_grpc
     from services.inference.active_model import Loaded

@@ -33,10 +33,10 @@ import numpy.typing as npt
 
 from bench import writers
 from bench.model import default_data_spec
-from digits import datasets
-from digits.candidates import CANDIDATES
 from digits.mnist import CLASSIC_VALIDATION_DIGITS, TRAINING_DIGITS
-from digits.model import DigitModel
+from digits.modelling.model import DigitModel
+from digits.training import datasets, recipes
+from digits.training.candidates import CANDIDATES
 
 TRAIN = TRAINING_DIGITS - CLASSIC_VALIDATION_DIGITS
 SUBSAMPLE = 10_000
@@ -86,7 +86,7 @@ def measure(recipe: str, candidate: str, params: Mapping[str, Any], x_train: F32
 
     chosen = CANDIDATES[candidate].with_params(params)
     load_before = os.getloadavg()[0]
-    model = DigitModel(chosen.estimator(seed=0))
+    model = DigitModel(recipes.estimator(chosen, seed=0))
     started = time.perf_counter()
     model.estimator.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - started

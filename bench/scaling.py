@@ -40,7 +40,7 @@ from bench.report import number
 from bench.stack import RunningStack, grpc_requests, grpc_sender, running_stack
 from bench.stats import Cell
 from digits.client import Job as TrainingJob
-from digits.jobs import candidate_job_id
+from digits.training.jobs import candidate_job_id
 
 # Four base candidates whose fits cost the same order of time at a few thousand digits, so that the fan-out
 # shows: two SVCs (libsvm, one core each), logistic regression (lbfgs) and k-NN (cheap fit, costly evaluation).

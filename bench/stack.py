@@ -21,8 +21,8 @@ from PIL import Image
 
 from bench.load import Send
 from digits.mnist import N_PIXELS, SHAPE
-from digits.model import DigitModel, check_round_trip
-from digits.registry import serialize
+from digits.modelling import storage
+from digits.modelling.model import DigitModel, check_round_trip
 from digits.stack.local import LocalStack
 from digits.v1 import recognizer_pb2 as pb
 
@@ -81,7 +81,7 @@ def running_stack(model: DigitModel, dataset: dict[str, object], replicas: int,
         client = stack.redis_client()
         stack.wait_until(lambda: _pings(client), "redis answering", 60)
         registry = stack.registry(signing=True)
-        blob = serialize(model)
+        blob = storage.dump(model)
         record = registry.register(blob, kind="svc", params={"recipe": "bench"}, metrics={}, dataset=dataset,
                                    split={}, fitted_on="bench", code_version="bench",
                                    served_check=check_round_trip(model, blob, np.zeros((4, N_PIXELS), np.float32)))
@@ -108,7 +108,7 @@ def _pings(client: redis.Redis) -> bool:
 
 
 def _serving(target: str) -> bool:
-    from digits import healthcheck
+    from digits.platform import healthcheck
 
     return healthcheck.is_serving(target, "digits.v1.Recognizer")
 

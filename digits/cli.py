@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from digits import package_version
-from digits.candidates import CANDIDATES
 from digits.client import Client, DigitsClientError, Job, Model, ModelList, RetrainOptions
 from digits.client.progress import ProgressReport
+from digits.training.candidates import CANDIDATES
 
 BOOTSTRAP_REASON = "bootstrap: the first model"
 

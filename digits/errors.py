@@ -1,6 +1,6 @@
 """The errors Digits raises on purpose, each tied to the gRPC status code a client should see.
 
-Every service maps these to status codes in one place (``digits.rpc``); code that raises them only says what
+Every service maps these to status codes in one place (``digits.platform.rpc``); code that raises them only says what
 went wrong, in words a person understands.
 """
 

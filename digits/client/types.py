@@ -8,7 +8,7 @@ from typing import Any
 
 from digits.v1 import models_pb2, recognizer_pb2, training_pb2
 
-# RQ's statuses after which a job changes no more (digits.jobs.TERMINAL).
+# RQ's statuses after which a job changes no more (digits.training.jobs.TERMINAL).
 JOB_ENDED = frozenset({"finished", "failed", "canceled", "stopped"})
 
 

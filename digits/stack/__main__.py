@@ -13,10 +13,10 @@ import numpy as np
 from docker.models.containers import Container
 from PIL import Image
 
-from digits import healthcheck
 from digits.client.progress import ProgressReport
 from digits.errors import FailedPrecondition, IntegrityError, NotServable
 from digits.mnist import SHAPE
+from digits.platform import healthcheck
 from digits.settings import get_settings
 from digits.stack import compose, engine, secrets
 from digits.stack.local import REPO, LocalStack
@@ -126,7 +126,7 @@ def _why_train_first(stack: LocalStack) -> str:
 
 def write_sample_digit(run_dir: Path) -> Path:
     """A real MNIST digit as a PNG (dark ink on white, like a scan), for the first command to try."""
-    from digits.datasets import load_sample
+    from digits.training.datasets import load_sample
 
     data = load_sample()
     index = int(np.flatnonzero(data.labels == 7)[-1])

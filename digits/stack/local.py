@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 
 import redis
 
-from digits import healthcheck, redis_users
 from digits.client import Client, Job, RetrainOptions
-from digits.registry import Registry
+from digits.platform import healthcheck, redis_users
+from digits.platform.registry import Registry
+from digits.platform.signing import SigningKey, Verifier
 from digits.settings import DEV_ADMIN_TOKEN, process_environment
-from digits.signing import SigningKey, Verifier
 from digits.stack import compose, secrets
 from digits.stack.supervisor import ProcessSpec
 

@@ -18,8 +18,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from digits.redis_users import USERS, new_password
-from digits.signing import SigningKey
+from digits.platform.redis_users import USERS, new_password
+from digits.platform.signing import SigningKey
 
 PUBLIC_KEYS = "DIGITS_REGISTRY_PUBLIC_KEYS"
 SIGNING_KEY = "DIGITS_REGISTRY_SIGNING_KEY"

@@ -1,4 +1,4 @@
-from digits.rpc import run
+from digits.platform.rpc import run
 from services.gateway.server import main
 
 run(main)

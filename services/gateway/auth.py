@@ -6,7 +6,7 @@ import hmac
 import logging
 
 from digits.errors import PermissionDenied, Unauthenticated
-from digits.rpc import Context
+from digits.platform.rpc import Context
 from digits.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import grpc
 from prometheus_client import Counter
 
 from digits.errors import Overloaded, Unavailable
-from digits.rpc import Context
+from digits.platform.rpc import Context
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.coalescing import Coalescer
@@ -103,7 +103,7 @@ class Forwarder:
         call = self._raw[name]
 
         async def forward(request: bytes, context: Context) -> bytes:
-            # An upstream error reaches the caller with its own status (digits.rpc maps it).
+            # An upstream error reaches the caller with its own status (digits.platform.rpc maps it).
             with self.admitted(len(request)):
                 response: bytes = await call(request, timeout=self._timeout(context.time_remaining()),
                                              wait_for_ready=True)

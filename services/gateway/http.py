@@ -17,12 +17,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from rq.registry import FailedJobRegistry
 
-from digits import jobs, package_version
+from digits import package_version
 from digits.errors import DigitsError, InvalidInput, TooLarge, http_status
 from digits.mnist import N_PIXELS, SIDE
-from digits.registry import ModelRecord, Registry
-from digits.rpc import LATENCY_BUCKETS, upstream_retry_after
+from digits.platform.registry import ModelRecord, Registry
+from digits.platform.rpc import LATENCY_BUCKETS, upstream_retry_after
 from digits.settings import Settings
+from digits.training import jobs
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway import openapi, reports
 from services.gateway.blocking import off_loop

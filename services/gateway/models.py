@@ -6,8 +6,8 @@ import json
 import logging
 
 from digits.errors import FailedPrecondition
-from digits.registry import ModelRecord, Promotion, Registry, RegistryView
-from digits.rpc import Context
+from digits.platform.registry import ModelRecord, Promotion, Registry, RegistryView
+from digits.platform.rpc import Context
 from digits.settings import Settings
 from digits.v1 import models_pb2 as pb
 from digits.v1 import models_pb2_grpc as pb_grpc

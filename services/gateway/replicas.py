@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 
-from digits.registry import REPLICAS_CHANNEL
+from digits.platform.registry import REPLICAS_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from digits.mnist import N_CLASSES
-from digits.registry import ModelRecord
+from digits.platform.registry import ModelRecord
 from services.gateway.replicas import ReplicaStatus
 
 # The drawing page's stylesheet (static/style.css) styles these pages too: one file, and none inline (the

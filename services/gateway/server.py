@@ -12,11 +12,12 @@ import redis
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from digits import logs, package_version, rpc
+from digits import logs, package_version
 from digits.errors import Unavailable
 from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
-from digits.redis_connection import connect, connect_async
-from digits.registry import Registry
+from digits.platform import rpc
+from digits.platform.redis_connection import connect, connect_async
+from digits.platform.registry import Registry
 from digits.settings import Settings, get_settings
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from services.gateway import forwarding

@@ -15,10 +15,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
 from rq.registry import StartedJobRegistry
 
-from digits import jobs
 from digits.errors import InvalidInput, NotFound
-from digits.rpc import Context
+from digits.platform.rpc import Context
 from digits.settings import Settings
+from digits.training import jobs
 from digits.v1 import training_pb2 as pb
 from digits.v1 import training_pb2_grpc as pb_grpc
 from services.gateway.auth import require_scope

@@ -1,4 +1,4 @@
-from digits.rpc import run
+from digits.platform.rpc import run
 from services.inference.server import main
 
 run(main)

@@ -3,7 +3,7 @@
 Activations arrive on ``digits:events``; the replica also re-reads ``digits:active`` every few seconds so that a
 message missed during a reconnect is caught up. A version is known by its blob's digest, not only its name: a
 version whose record changed is loaded again. A new version is fetched, verified, unpickled, prepared and warmed
-off the event loop (``digits.model.ready_to_serve``); only then does one reference assignment make it current.
+off the event loop (``digits.modelling.model.ready_to_serve``); only then does one reference assignment make it current.
 A request holds the ``Loaded`` it started with, so it runs wholly on that model.
 
 A version that fails to load is retried with exponential backoff (a transient failure must not pin the replica
@@ -26,8 +26,9 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 
 from digits.errors import Unavailable
-from digits.model import ServedModel, ready_to_serve
-from digits.registry import EVENTS_CHANNEL, REPLICAS_CHANNEL, Registry
+from digits.modelling import storage
+from digits.modelling.model import ServedModel, ready_to_serve
+from digits.platform.registry import EVENTS_CHANNEL, REPLICAS_CHANNEL, Registry
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ class Loaded:
 
 
 def load_and_warm(registry: Registry, version: str) -> Loaded:
-    """Blocking: fetch, verify, unpickle, prepare and warm a version; raise if it cannot serve."""
-    record, model = registry.load(version)
-    return Loaded(version, record.sha256, ready_to_serve(model, f"model {version}"))
+    """Blocking: fetch and verify a version, and only then unpickle, prepare and warm it; raise if it cannot serve."""
+    record, blob = registry.verify(version)
+    return Loaded(version, record.sha256, ready_to_serve(storage.load(blob), f"model {version}"))
 
 
 @dataclass

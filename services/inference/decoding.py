@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter
 
-from digits import imaging
 from digits.errors import DigitsError, InvalidInput, Overloaded, TooLarge
+from digits.modelling import imaging
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 

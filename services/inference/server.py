@@ -11,11 +11,12 @@ import numpy.typing as npt
 import prometheus_client
 from threadpoolctl import threadpool_limits
 
-from digits import logs, rpc
+from digits import logs
 from digits.errors import DigitsError, InvalidInput, TooLarge
-from digits.redis_connection import connect_async
-from digits.registry import Registry
-from digits.rpc import Context
+from digits.platform import rpc
+from digits.platform.redis_connection import connect_async
+from digits.platform.registry import Registry
+from digits.platform.rpc import Context
 from digits.settings import Settings, get_settings
 from digits.v1 import recognizer_pb2 as pb
 from digits.v1 import recognizer_pb2_grpc as pb_grpc

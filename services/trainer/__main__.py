@@ -8,10 +8,11 @@ import socket
 
 from rq import Worker
 
-from digits import jobs, logs
-from digits.redis_connection import connect
-from digits.registry import Registry
+from digits import logs
+from digits.platform.redis_connection import connect
+from digits.platform.registry import Registry
 from digits.settings import get_settings
+from digits.training import jobs
 
 log = logging.getLogger(__name__)
 

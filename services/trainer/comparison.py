@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from digits import augment
-from digits.candidates import Candidate
-from digits.datasets import Split
-from digits.ensembles import BlendEnsemble, VoteEnsemble
-from digits.evaluation import evaluate
-from digits.model import DigitModel, ServedModel
+from digits.modelling import augment
+from digits.modelling.ensembles import BlendEnsemble, VoteEnsemble
+from digits.modelling.model import DigitModel, ServedModel
+from digits.training import recipes
+from digits.training.candidates import Candidate
+from digits.training.datasets import Split
+from digits.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _fitted(candidate: Candidate, pixels: np.ndarray, labels: np.ndarray, seed: 
     if candidate.shifts:
         pixels, labels = augment.with_shifts(pixels, labels, augment.one_pixel_shifts(candidate.shifts))
     started = time.perf_counter()
-    model = DigitModel(candidate.estimator(seed))
+    model = DigitModel(recipes.estimator(candidate, seed))
     model.estimator.fit(pixels, labels)
     return model, time.perf_counter() - started, len(labels)
 
@@ -103,7 +104,7 @@ def fit_ensemble(candidate: Candidate, bases: Sequence[Fitted], split: Split, se
     if candidate.kind == "vote":
         model = VoteEnsemble(members, soft=candidate.name == "vote-soft")  # type: ignore[arg-type]
     else:
-        model = BlendEnsemble.fit(members, candidate.estimator(seed), split.x_hold, split.y_hold)  # type: ignore[arg-type]
+        model = BlendEnsemble.fit(members, recipes.estimator(candidate, seed), split.x_hold, split.y_hold)  # type: ignore[arg-type]
     # Producing an ensemble costs its members' fits too.
     fit_seconds = time.perf_counter() - started + sum(b.metrics["fit_seconds"] for b in chosen)
     judged = _judged(candidate, model, split, fit_seconds, train_size=len(split.y_hold))

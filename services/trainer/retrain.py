@@ -22,13 +22,14 @@ from typing import Any
 from rq import get_current_job
 from rq.job import JobStatus
 
-from digits import datasets, jobs
-from digits.candidates import Candidate
 from digits.errors import IntegrityError, NotServable
-from digits.evaluation import beats
-from digits.model import DigitModel, check_round_trip, ready_to_serve
-from digits.registry import ModelRecord, Registry, serialize
+from digits.modelling import storage
+from digits.modelling.model import DigitModel, check_round_trip, ready_to_serve
+from digits.platform.registry import ModelRecord, Registry
 from digits.settings import get_settings
+from digits.training import datasets, jobs
+from digits.training.candidates import Candidate
+from digits.training.evaluation import beats
 from services.trainer.comparison import Fitted, attempt, compare, fit_base, fit_final, fit_one, winner
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def fit_candidate(raw_spec: dict[str, Any], name: str, group: str) -> dict[str, 
     candidate = next(c for c in setup.spec.resolved() if c.name == name)
     setup.progress(f"fitting {name}", 0.1, candidate=name)
     fitted = fit_base(candidate, setup.split, setup.spec.seed)
-    setup.registry.put_scratch(f"{group}:{name}", fitted.model, SCRATCH_TTL_SECONDS)
+    setup.registry.put_scratch(f"{group}:{name}", storage.dump(fitted.model), SCRATCH_TTL_SECONDS)
     setup.progress("done", 1.0)
     return {"candidate": name, "metrics": fitted.metrics}
 
@@ -105,7 +106,7 @@ def _gathered(setup: JobSetup, candidate: Candidate, group: str) -> Fitted:
     if job.get_status() != JobStatus.FINISHED:
         return Fitted(candidate, error=jobs.view(job).error or f"its job ended {job.get_status()}")
     try:
-        model = ready_to_serve(setup.registry.take_scratch(f"{group}:{candidate.name}"), candidate.name)
+        model = ready_to_serve(storage.load(setup.registry.take_scratch(f"{group}:{candidate.name}")), candidate.name)
     except (IntegrityError, NotServable) as error:
         return Fitted(candidate, error=str(error))
     return Fitted(candidate, model, dict((job.return_value() or {})["metrics"]))
@@ -124,7 +125,7 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
         served, metrics["final_fit"] = fit_final(best, setup.split, setup.spec.seed)
         fitted_on = "all"
     setup.progress("loading the winner back from its blob", 0.88)
-    blob = serialize(served)
+    blob = storage.dump(served)
     served_check = check_round_trip(served, blob, setup.split.x_val[:SERVED_CHECK_ROWS])
     setup.progress("comparing with the active model", 0.9)
     active, activate, why = _gate(setup, best.metrics)

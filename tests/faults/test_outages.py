@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from digits.registry import Registry
+from digits.platform.registry import Registry
 from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.faults.conftest import ADMIN

@@ -15,9 +15,10 @@ import urllib.request
 import grpc
 import pytest
 
-from digits.healthcheck import is_serving
-from digits.registry import Registry, blob_key, serialize
-from digits.signing import SigningKey, Verifier
+from digits.modelling import storage
+from digits.platform.healthcheck import is_serving
+from digits.platform.registry import Registry, blob_key
+from digits.platform.signing import SigningKey, Verifier
 from digits.stack.local import METRICS_OFFSET, LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc
 from tests.faults.conftest import ADMIN
@@ -159,7 +160,7 @@ def test_corrupt_or_forged_models_are_never_served(
     else:
         # Whoever can write to Redis, signing with a key of their own: no service trusts it.
         forger = Registry(client, Verifier([]), SigningKey.generate())
-        record = forger.register(serialize({"not": "a model"}), kind="svc", params={}, metrics={}, dataset={},
+        record = forger.register(storage.dump({"not": "a model"}), kind="svc", params={}, metrics={}, dataset={},
                                  split={}, fitted_on="split", served_check={"passed": True})
         forged = record.version
     failures_before = sum(load_failures(port) for port in stack.ports.inference)

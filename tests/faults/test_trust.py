@@ -20,8 +20,8 @@ from rq import Queue
 from rq.job import Job
 
 from digits.client import Job as TrainingJob
-from digits.healthcheck import is_serving
-from digits.registry import ACTIVE_KEY, blob_key
+from digits.platform.healthcheck import is_serving
+from digits.platform.registry import ACTIVE_KEY, blob_key
 from digits.stack import secrets
 from digits.stack.local import REPO, LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2, recognizer_pb2_grpc, training_pb2

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from digits import datasets
+from digits.training import datasets
 from tests.stacks import FIRST_MODEL
 
 

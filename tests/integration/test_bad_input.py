@@ -10,7 +10,7 @@ import aiohttp
 import grpc
 import pytest
 
-from digits.healthcheck import is_serving
+from digits.platform.healthcheck import is_serving
 from digits.stack.local import LocalStack
 from digits.v1 import (
     models_pb2,

@@ -25,7 +25,7 @@ from digits.client import (
     UnavailableError,
 )
 from digits.client.errors import DeadlineExceededError
-from digits.healthcheck import is_serving
+from digits.platform.healthcheck import is_serving
 from digits.settings import Settings, process_environment
 from digits.stack.local import RECOGNIZER, LocalStack
 from tests.integration.digits_data import as_png, held_out
@@ -171,7 +171,7 @@ def test_the_cli_speaks_json_lines_on_models_and_jobs(fresh: LocalStack) -> None
 
 def test_the_trainer_liveness_check_sees_its_worker(fresh: LocalStack) -> None:
     trainer = next(p for p in fresh.processes() if p.name == "trainer")
-    check = subprocess.run([sys.executable, "-m", "digits.healthcheck", "--worker"], env=dict(trainer.env),
+    check = subprocess.run([sys.executable, "-m", "digits.platform.healthcheck", "--worker"], env=dict(trainer.env),
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stderr
 

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from digits.registry import ACTIVE_KEY, Registry, blob_key
+from digits.platform.registry import ACTIVE_KEY, Registry, blob_key
 from digits.stack.local import LocalStack
 from digits.v1 import (
     models_pb2,

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from rq.job import Job
 
-from digits.candidates import CANDIDATES, DEFAULT
-from digits.jobs import candidate_job_id
 from digits.stack.local import REPO, LocalStack
+from digits.training.candidates import CANDIDATES, DEFAULT
+from digits.training.jobs import candidate_job_id
 from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2_grpc, training_pb2, training_pb2_grpc
 from tests.integration.test_registry_flow import retrain, wait_for_version
 

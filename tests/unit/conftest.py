@@ -1,12 +1,14 @@
 """Unit tests: fast, no stack, one file per module with logic.
 
-Naming: ``tests/unit/test_<module>.py`` tests ``digits/<module>.py``. A module of a sub-package or of a service is
-named with its package as a prefix where its bare name says too little or would clash: ``test_client_<m>.py`` for
+Naming: ``tests/unit/test_<module>.py`` tests ``digits/<module>.py`` or the module of that name in one of the core's
+sub-packages (``test_registry.py`` for ``digits/platform/registry.py``, ``test_model.py`` for
+``digits/modelling/model.py``, ``test_jobs.py`` for ``digits/training/jobs.py``). A module of the client, the stack,
+a service or the benchmarks is named with its package as a prefix: ``test_client_<m>.py`` for
 ``digits/client/<m>.py``, ``test_stack_<m>.py`` for ``digits/stack/<m>.py``, ``test_gateway_<m>.py``,
 ``test_inference_<m>.py`` and ``test_trainer_<m>.py`` for ``services/<service>/<m>.py`` (the gateway's
-``models.py`` is ``test_gateway_models.py``, never to be confused with ``test_model.py`` for ``digits/model.py``),
-and ``test_bench_<m>.py`` for ``bench/<m>.py``. Files that check the repository rather than a module (deploy
-manifests, packaging, monitoring rules, pointers in the docs) are named after what they check.
+``models.py`` is ``test_gateway_models.py``, never to be confused with ``test_model.py``), and ``test_bench_<m>.py``
+for ``bench/<m>.py``. Files that check the repository rather than a module (deploy manifests, packaging, monitoring
+rules, pointers in the docs) are named after what they check.
 
 BLAS runs on one thread for the whole run: the matrices here are small, tests run one at a time, and on a loaded
 two-core machine OpenBLAS's spinning worker threads made an SVD several times slower than one thread does (the
@@ -30,8 +32,8 @@ import scipy.linalg  # noqa: F401  (loaded before the limit below, so that it co
 import sklearn.svm  # noqa: F401  (... and scikit-learn's OpenMP runtime)
 from threadpoolctl import threadpool_limits
 
-from digits import datasets
 from digits.stack.local import redis_server
+from digits.training import datasets
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digits.augment import EIGHT_SHIFTS, FOUR_SHIFTS, one_pixel_shifts, shift, with_shifts
 from digits.mnist import SIDE
+from digits.modelling.augment import EIGHT_SHIFTS, FOUR_SHIFTS, one_pixel_shifts, shift, with_shifts
 
 
 def _grid(n: int = 3) -> np.ndarray:

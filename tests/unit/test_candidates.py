@@ -1,23 +1,24 @@
-"""Candidates (digits.candidates): each records its recipe, overrides are checked by name, a job's list resolves
-bases first."""
+"""Candidates (digits.training.candidates): each records its recipe, overrides are checked by name, a job's list
+resolves bases first."""
 
 from __future__ import annotations
 
 import pytest
 
-from digits import candidates
 from digits.errors import InvalidInput
+from digits.training import candidates, recipes
 
 
 def test_candidates_record_their_recipe() -> None:
     base = candidates.CANDIDATES["svc"]
-    assert [s for s, _ in base.estimator(0).steps] == ["scale", "model"]
+    assert [s for s, _ in recipes.estimator(base, 0).steps] == ["scale", "model"]
     vsv = candidates.CANDIDATES["svc-vsv"].with_params({"virtual_shifts": "8", "rotations_deg": [-10, 10], "C": 5})
     assert vsv.params["deskew"] is True and vsv.params["virtual_shifts"] == "8"
     assert vsv.shifts == 0  # virtual shifts are not the job's augmentation of the whole training set
-    final = vsv.estimator(0)[-1]
+    final = recipes.estimator(vsv, 0)[-1]
     assert (final.shifts, final.rotations_deg, final.C) == ("8", (-10.0, 10.0), 5)
-    assert candidates.CANDIDATES["svc-deskew"].with_params({"deskew": False}).estimator(0).steps[1][0] == "model"
+    undeskewed = candidates.CANDIDATES["svc-deskew"].with_params({"deskew": False})
+    assert recipes.estimator(undeskewed, 0).steps[1][0] == "model"
 
 
 def test_unknown_parameters_are_refused_naming_the_known_ones() -> None:
@@ -30,10 +31,10 @@ def test_unknown_parameters_are_refused_naming_the_known_ones() -> None:
 def test_job_parameters_shape_the_job_not_the_estimator() -> None:
     shifted = candidates.CANDIDATES["svc-shift"]
     assert shifted.shifts == 4 and candidates.CANDIDATES["svc"].shifts == 0
-    assert "shifts" not in shifted.estimator(0)[-1].get_params()
+    assert "shifts" not in recipes.estimator(shifted, 0)[-1].get_params()
     blend = candidates.CANDIDATES["blend-logreg"]
     assert blend.top_n == 3
-    final = blend.estimator(seed=7)  # a blender is its final estimator, not a pipeline over pixels
+    final = recipes.estimator(blend, seed=7)  # a blender is its final estimator, not a pipeline over pixels
     assert not hasattr(final, "steps") and final.random_state == 7 and final.C == 1.0
 
 

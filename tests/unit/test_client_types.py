@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from digits import jobs
 from digits.client import types
+from digits.training import jobs
 from digits.v1 import models_pb2, recognizer_pb2, training_pb2
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digits import datasets
 from digits.errors import InvalidInput
+from digits.training import datasets
 
 
 def write_idx(directory: Path, images: np.ndarray, labels: np.ndarray, *, compress: bool) -> None:

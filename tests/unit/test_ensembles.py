@@ -1,4 +1,5 @@
-"""digits.ensembles: hard and soft voting, and a blend fitted on the members' probabilities (on stub members)."""
+"""digits.modelling.ensembles: hard and soft voting, and a blend fitted on the members' probabilities (on stub
+members)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from digits.ensembles import BlendEnsemble, VoteEnsemble
-from digits.model import Floats, Labels, ServedModel
+from digits.modelling.ensembles import BlendEnsemble, VoteEnsemble
+from digits.modelling.model import Floats, Labels, ServedModel
 
 
 class Fixed(ServedModel):

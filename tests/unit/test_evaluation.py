@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from digits.evaluation import beats, confusion_sentences, evaluate
-from digits.model import Floats, Labels, ServedModel
-from digits.registry import serialize
+from digits.modelling import storage
+from digits.modelling.model import Floats, Labels, ServedModel
+from digits.training.evaluation import beats, confusion_sentences, evaluate
 
 
 class Answers(ServedModel):
@@ -41,7 +41,7 @@ def test_evaluation_figures() -> None:
     assert metrics["confusions"] == ["100% of misread 4s were read as 9 (3 of 3)",
                                      "100% of misread 7s were read as 1 (1 of 1)"]
     assert metrics["validation_size"] == 100 and metrics["predict_ms_per_image"] >= 0
-    assert metrics["serialized_bytes"] == len(serialize(model))
+    assert metrics["serialized_bytes"] == len(storage.dump(model))
     assert metrics["estimator"] == "Answers" and metrics["n_support_vectors"] == 3
 
 

@@ -23,8 +23,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import SVC
 
-from digits import datasets, fastsvc
-from digits.fastsvc import FastSVC, compile_svc_pipeline
+from digits.modelling import fastsvc
+from digits.modelling.fastsvc import FastSVC, compile_svc_pipeline
+from digits.training import datasets
 
 F64 = npt.NDArray[np.float64]
 

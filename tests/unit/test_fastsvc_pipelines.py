@@ -21,10 +21,10 @@ import numpy.typing as npt
 import pytest
 from sklearn.model_selection import train_test_split
 
-from digits import candidates, datasets
-from digits.fastsvc import compile_svc_pipeline
-from digits.model import DigitModel, scale_pixels
-from digits.preprocessing import Deskew, deskew
+from digits.modelling.fastsvc import compile_svc_pipeline
+from digits.modelling.model import DigitModel, scale_pixels
+from digits.modelling.preprocessing import Deskew, deskew
+from digits.training import candidates, datasets, recipes
 
 N_TRAIN = 1_000
 N_HELD_OUT = 1_000
@@ -55,7 +55,7 @@ def models(digits: tuple[F32, Any, F32, Any]) -> dict[str, DigitModel]:
     x_train, y_train, *_ = digits
     fitted = {}
     for name, candidate in RECIPES.items():
-        model = DigitModel(candidate.estimator(seed=0))
+        model = DigitModel(recipes.estimator(candidate, seed=0))
         model.estimator.fit(x_train, y_train)
         model.prepare()
         fitted[name] = model

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from digits.errors import FailedPrecondition, PermissionDenied, Unauthenticated
-from digits.registry import ModelRecord, Promotion, RegistryView
+from digits.platform.registry import ModelRecord, Promotion, RegistryView
 from digits.settings import Settings
 from digits.v1 import models_pb2 as pb
 from services.gateway.models import Models, promotion_proto, replica_proto, to_proto

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from digits.registry import ModelRecord
+from digits.platform.registry import ModelRecord
 from services.gateway import reports
 from services.gateway.http import STATIC
 from services.gateway.replicas import ReplicaStatus

@@ -12,9 +12,9 @@ import redis
 from pydantic import SecretStr
 from rq.job import JobStatus
 
-from digits import jobs
 from digits.errors import InvalidInput, NotFound, Unauthenticated
 from digits.settings import Settings
+from digits.training import jobs
 from digits.v1 import training_pb2 as pb
 from services.gateway.training import Training, _params
 from tests.unit.test_gateway_auth import ADMIN, TRAINING, FakeContext

@@ -10,9 +10,9 @@ from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 
-from digits import gradients
-from digits.gradients import GradientFeatures, gradient_features, normalise, principal_axes
-from digits.preprocessing import deskew
+from digits.modelling import gradients
+from digits.modelling.gradients import GradientFeatures, gradient_features, normalise, principal_axes
+from digits.modelling.preprocessing import deskew
 
 F32 = npt.NDArray[np.float32]
 

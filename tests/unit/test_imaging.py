@@ -1,4 +1,4 @@
-"""Tests for digits.imaging: raw pixels and encoded images in, MNIST-like 28x28 digits out.
+"""Tests for digits.modelling.imaging: raw pixels and encoded images in, MNIST-like 28x28 digits out.
 
 The fidelity tests draw real MNIST digits the way a person would send them (dark ink on a big white
 sheet, off-centre, as PNG/JPEG/canvas export/grey paper) and check that reading them back gives
@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from digits import datasets, imaging
 from digits.errors import InvalidInput, TooLarge
-from digits.imaging import pixels_to_image, read_image
 from digits.mnist import SIDE as MNIST_SIDE
+from digits.modelling import imaging
+from digits.modelling.imaging import pixels_to_image, read_image
+from digits.training import datasets
 
 LIMITS = {"max_bytes": 8_000_000, "max_pixels": 4_000_000}
 FIDELITY_SAMPLE = 100  # digits per rendering: 500 reads

@@ -112,7 +112,7 @@ def test_a_calls_only_small_image_is_decoded_on_the_loop_and_the_others_on_the_p
 ) -> None:
     import threading
 
-    from digits import imaging
+    from digits.modelling import imaging
 
     read = imaging.read_image
     threads: list[int] = []

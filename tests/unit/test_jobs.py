@@ -10,9 +10,9 @@ import redis
 from rq import Callback, Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
-from digits import jobs
 from digits.errors import InvalidInput
-from digits.jobs import RetrainSpec
+from digits.training import jobs
+from digits.training.jobs import RetrainSpec
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ class RunsOnUnpickling:
 @pytest.mark.parametrize(("payload", "reason"), [
     (pickle.dumps(RunsOnUnpickling()), "not JSON"),
     (b'["os.system", null, ["true"], {}]', "not one of Digits' job functions"),
-    (b'["digits.jobs.view", null, [], {}]', "not one of Digits' job functions"),
+    (b'["digits.training.jobs.view", null, [], {}]', "not one of Digits' job functions"),
 ])
 def test_a_job_digits_did_not_enqueue_runs_nothing(redis_client: redis.Redis, payload: bytes, reason: str) -> None:
     job = Job.create("os.system", args=("true",), connection=redis_client)

@@ -7,14 +7,14 @@ import pickle
 import numpy as np
 import pytest
 
-from digits import candidates, datasets
-from digits.model import DigitModel
+from digits.modelling.model import DigitModel
+from digits.training import candidates, datasets, recipes
 
 
 @pytest.fixture(scope="module")
 def fitted(mnist_sample: datasets.Dataset) -> tuple[DigitModel, datasets.Split]:
     split = datasets.split(mnist_sample, seed=0, validation_fraction=0.2, limit=1000)
-    model = DigitModel(candidates.CANDIDATES["svc"].estimator(seed=0))
+    model = DigitModel(recipes.estimator(candidates.CANDIDATES["svc"], seed=0))
     model.estimator.fit(split.x_train, split.y_train)
     model.calibrate(split.x_hold, split.y_hold)
     return model, split

@@ -1,5 +1,5 @@
-"""Deskew (digits.preprocessing): sheared strokes come out upright, mass centred, batch == one by one, values in
-range, as scipy would."""
+"""Deskew (digits.modelling.preprocessing): sheared strokes come out upright, mass centred, batch == one by one,
+values in range, as scipy would."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from scipy.ndimage import affine_transform
 from sklearn.base import clone
 
-from digits import datasets
-from digits.preprocessing import Deskew, deskew
+from digits.modelling.preprocessing import Deskew, deskew
+from digits.training import datasets
 
 SIDE = 28
 F64 = npt.NDArray[np.float64]

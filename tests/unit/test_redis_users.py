@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from digits import redis_users
-from digits.redis_users import RULES, SERVICE_USERS, USERS, acl_file, main, password_file
+from digits.platform import redis_users
+from digits.platform.redis_users import RULES, SERVICE_USERS, USERS, acl_file, main, password_file
 
 PASSWORDS = {user: f"{user}-secret-password" for user in USERS}
 

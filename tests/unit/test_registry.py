@@ -9,8 +9,9 @@ import pytest
 import redis
 
 from digits.errors import FailedPrecondition, IntegrityError, NotFound, NotServable
-from digits.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key, serialize
-from digits.signing import SigningKey, Verifier
+from digits.modelling import storage
+from digits.platform.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key
+from digits.platform.signing import SigningKey, Verifier
 
 KEY = SigningKey.generate()
 CHECKED = {"passed": True, "class": "test", "rows": 0}
@@ -23,7 +24,7 @@ def registry(redis_client: redis.Redis) -> Registry:
 
 def register(registry: Registry, payload: object = "model", served_check: dict[str, object] = CHECKED) -> str:
     record = registry.register(
-        serialize({"payload": payload}), kind="svc", params={"C": 10}, metrics={"accuracy": 0.9},
+        storage.dump({"payload": payload}), kind="svc", params={"C": 10}, metrics={"accuracy": 0.9},
         dataset={"source": "sample", "size": 5000, "digest": "abc"}, split={"seed": 0}, fitted_on="split",
         served_check=served_check, job_id="job-1", report={"gate": "why"},
     )
@@ -49,10 +50,10 @@ def test_listing_never_reads_blobs(registry: Registry, redis_client: redis.Redis
     assert registry.list()[0].report == {}
 
 
-def test_load_round_trips_a_verified_model(registry: Registry) -> None:
+def test_verify_returns_the_registered_record_and_bytes(registry: Registry) -> None:
     version = register(registry, payload=[1, 2, 3])
-    record, model = registry.load(version)
-    assert model == {"payload": [1, 2, 3]} and record.version == version
+    record, blob = registry.verify(version)
+    assert blob == storage.dump({"payload": [1, 2, 3]}) and record.version == version
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "other-key", "missing"])
@@ -70,22 +71,20 @@ def test_damaged_blobs_are_never_unpickled(registry: Registry, redis_client: red
         redis_client.delete(blob_key(version))
     trusting_another_key = Registry(redis_client, Verifier([SigningKey.generate().public]))
     with pytest.raises(IntegrityError):
-        (trusting_another_key if damage == "other-key" else registry).load(version)
+        (trusting_another_key if damage == "other-key" else registry).verify(version)
 
 
 def test_forged_blob_with_matching_digest_is_refused(registry: Registry, redis_client: redis.Redis) -> None:
     """Replacing blob and digest together is not enough: the signature needs the key."""
     import hashlib
 
-    from digits.registry import serialize
-
     version = register(registry)
-    forged = serialize({"payload": "evil"})
+    forged = storage.dump({"payload": "evil"})
     redis_client.set(blob_key(version), forged)
     redis_client.hset(model_key(version), mapping={"sha256": hashlib.sha256(forged).hexdigest(),
                                                    "blob_size": len(forged)})
     with pytest.raises(IntegrityError, match="signature"):
-        registry.load(version)
+        registry.verify(version)
 
 
 def test_the_signature_covers_the_record_not_only_the_blob(registry: Registry, redis_client: redis.Redis) -> None:
@@ -102,9 +101,9 @@ def test_keys_rotate_without_orphaning_old_versions(redis_client: redis.Redis) -
     kept = register(before)
     after = Registry(redis_client, Verifier([old.public, new.public]), new)
     fresh = register(after)
-    assert {after.load(v)[0].key_id for v in (kept, fresh)} == {old.key_id, new.key_id}
+    assert {after.verify(v)[0].key_id for v in (kept, fresh)} == {old.key_id, new.key_id}
     with pytest.raises(IntegrityError, match="does not trust"):
-        Registry(redis_client, Verifier([new.public])).load(kept)
+        Registry(redis_client, Verifier([new.public])).verify(kept)
 
 
 def test_only_a_signing_registry_registers(redis_client: redis.Redis) -> None:
@@ -205,7 +204,7 @@ def test_retention_keeps_active_pinned_newest_and_rollback_targets(registry: Reg
 
 def test_a_failed_registration_leaves_nothing(registry: Registry, redis_client: redis.Redis) -> None:
     with pytest.raises(TypeError):  # figures that cannot be stored
-        registry.register(serialize("model"), kind="x", params={}, metrics={"when": object()}, dataset={},
+        registry.register(storage.dump("model"), kind="x", params={}, metrics={"when": object()}, dataset={},
                           split={}, fitted_on="split", served_check=CHECKED)
     assert redis_client.zcard(MODELS_KEY) == 0
     assert not redis_client.keys("digits:model:v*")

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from digits import rpc
 from digits.errors import InvalidInput
+from digits.platform import rpc
 
 SERVICE = "test.metrics.Echo"
 

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from digits.errors import IntegrityError
-from digits.signing import KEY_ID_HEX, SigningKey, Verifier, key_id
+from digits.platform.signing import KEY_ID_HEX, SigningKey, Verifier, key_id
 
 
 def test_a_signature_verifies_with_its_public_key_and_nothing_else() -> None:

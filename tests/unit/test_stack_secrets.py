@@ -5,8 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from digits.redis_users import USERS
-from digits.signing import SigningKey
+from digits.platform.redis_users import USERS
+from digits.platform.signing import SigningKey
 from digits.stack import secrets
 
 

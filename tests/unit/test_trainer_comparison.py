@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from digits import candidates, datasets
-from digits.candidates import Candidate
-from digits.model import DigitModel
+from digits.modelling.model import DigitModel
+from digits.training import candidates, datasets
+from digits.training.candidates import Candidate
 from services.trainer.comparison import Fitted, attempt, compare, rank, winner
 
 SVC = candidates.CANDIDATES["svc"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from digits import jobs
-from digits.candidates import resolve
-from digits.registry import ModelRecord
+from digits.platform.registry import ModelRecord
+from digits.training import jobs
+from digits.training.candidates import resolve
 from services.trainer.comparison import Fitted
 from services.trainer.retrain import _gate, _report, _unlike_digits, promote
 

@@ -1,5 +1,6 @@
-"""Virtual support vectors (digits.vsv): the final SVC learns from the first one's support vectors plus exactly the
-copies asked for, both fits share one kernel, a projection is fitted only when asked; rotations and shift sets."""
+"""Virtual support vectors (digits.modelling.vsv): the final SVC learns from the first one's support vectors plus
+exactly the copies asked for, both fits share one kernel, a projection is fitted only when asked; rotations and shift
+sets."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import numpy.typing as npt
 import pytest
 from sklearn.svm import SVC
 
-from digits import datasets
-from digits.augment import shift
-from digits.vsv import SHIFT_SETS, VirtualSupportVectorSVC, rotate, virtual_offsets
+from digits.modelling.augment import shift
+from digits.modelling.vsv import SHIFT_SETS, VirtualSupportVectorSVC, rotate, virtual_offsets
+from digits.training import datasets
 
 F32 = npt.NDArray[np.float32]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from digits.errors import InvalidInput
 from digits.oip import grpc_predict_v2_pb2 as pb
 from digits.oip import grpc_predict_v2_pb2_grpc as pb_grpc
-from digits.rpc import Context
+from digits.platform.rpc import Context
 from services.gateway.open_inference.protocol import (
     INPUTS,
     MODEL,

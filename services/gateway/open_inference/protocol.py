@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from digits.errors import InvalidInput, NotFound, TooLarge
 from digits.mnist import N_CLASSES, N_PIXELS, SHAPE
-from digits.registry import Registry
+from digits.platform.registry import Registry
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
@@ -105,7 +105,7 @@ def numbers_from_list(datatype: str, values: object) -> npt.NDArray[np.generic]:
 
 class OpenInferenceModel:
     """The model "digits" as the Open Inference Protocol sees it (metadata, readiness, infer), behind either
-    transport; not to be confused with ``digits.model.ServedModel``, what a replica runs."""
+    transport; not to be confused with ``digits.modelling.model.ServedModel``, what a replica runs."""
 
     def __init__(self, forwarder: Forwarder, registry: Registry, is_serving: Callable[[], bool],
                  max_items: int) -> None:

@@ -13,7 +13,7 @@ cuts the decision-value error ~6x (float32 accumulation over thousands of SVs wa
 term), so fewer near-zero decisions can flip. It is done per class, as libsvm stores it: each SV has
 k-1 coefficients, one per other class, so the class's kernel columns times its (n_SV_c, k-1)
 coefficients give its share of every pair it is in. A dense (n_SV, k(k-1)/2) pair matrix would be
-80% zeros and, on models with few features and many SVs (digits.vsv's projected ones), cost as
+80% zeros and, on models with few features and many SVs (digits.modelling.vsv's projected ones), cost as
 much to read as the kernel itself. Labels equal libsvm's except when one of libsvm's own pairwise
 decision values lies within that rounding of 0 (a genuine tie).
 """
@@ -325,8 +325,8 @@ def compile_svc_pipeline(pipeline: Any) -> FastPipeline | None:
     final = pipeline.steps[-1][1]
     # "passthrough"/None are Pipeline's spellings of "no step here"; they have no transform.
     steps = [(name, step) for name, step in pipeline.steps[:-1] if step not in (None, "passthrough")]
-    # A wrapper whose decisions are its fitted inner SVC's (digits.vsv.VirtualSupportVectorSVC) compiles to it,
-    # after the wrapper's own projection if it has one.
+    # A wrapper whose decisions are its fitted inner SVC's (digits.modelling.vsv.VirtualSupportVectorSVC) compiles to
+    # it, after the wrapper's own projection if it has one.
     inner = getattr(final, "svc_", None) if not isinstance(final, (SVC, NuSVC)) else None
     if isinstance(inner, (SVC, NuSVC)):
         projection = getattr(final, "projection_", None)

@@ -1,8 +1,8 @@
-"""``python -m digits.healthcheck HOST:PORT [SERVICE]``: exit 0 when the gRPC health of SERVICE is SERVING.
+"""``python -m digits.platform.healthcheck HOST:PORT [SERVICE]``: exit 0 when the gRPC health of SERVICE is SERVING.
 
 Used by the Docker healthchecks and by the local stack; "" (the default) asks whether the server is alive.
 
-``python -m digits.healthcheck --worker``: exit 0 while this host's trainer worker is alive. The trainer has no
+``python -m digits.platform.healthcheck --worker``: exit 0 while this host's trainer worker is alive. The trainer has no
 port; its RQ worker renews its registration in Redis (``rq:worker:<name>``, named ``trainer-<hostname>-<pid>``)
 on every heartbeat and Redis expires it when the heartbeats stop: every few seconds while a job runs, at least
 every 7 minutes while the worker waits for one. So the check is one set read and one EXISTS, as the trainer's own
@@ -30,9 +30,9 @@ def is_serving(address: str, service: str = "", timeout: float = 2.0) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-# How services/trainer names its worker (the check finds this host's by the prefix), its queue (digits.jobs.QUEUE)
-# and RQ's keys for workers (rq.worker_registration): written out, since importing those would make every probe
-# import RQ and scikit-learn (tests/unit/test_deploy.py checks that they agree).
+# How services/trainer names its worker (the check finds this host's by the prefix), its queue
+# (digits.training.jobs.QUEUE) and RQ's keys for workers (rq.worker_registration): written out, since importing
+# those would make every probe import RQ and scikit-learn (tests/unit/test_deploy.py checks that they agree).
 WORKER_NAME_PREFIX = "trainer-{hostname}-"
 QUEUE = "training"
 RQ_WORKER_KEY_PREFIX = "rq:worker:"
@@ -48,7 +48,7 @@ def worker_alive(connection: redis.Redis, hostname: str) -> bool:
 
 
 def check_worker() -> int:
-    from digits.redis_connection import connect
+    from digits.platform.redis_connection import connect
     from digits.settings import get_settings
 
     hostname = socket.gethostname()
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     if argv == ["--worker"]:
         return check_worker()
     if not 1 <= len(argv) <= 2:
-        print("usage: python -m digits.healthcheck HOST:PORT [SERVICE] | --worker", file=sys.stderr)
+        print("usage: python -m digits.platform.healthcheck HOST:PORT [SERVICE] | --worker", file=sys.stderr)
         return 2
     address, service = argv[0], argv[1] if len(argv) == 2 else ""
     return 0 if is_serving(address, service) else 1

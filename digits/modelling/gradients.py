@@ -12,7 +12,7 @@ stays bounded on large batches:
 
 1. **Normalisation** onto a ``canvas`` x ``canvas`` field, one bilinear resampling per image:
    - ``"deskew"``: the classic MNIST deskew (centre of mass to the canvas centre, shear so that the principal
-     axis is upright: skew = mu11 / mu02), no scaling: ``digits.preprocessing.deskew`` on a larger canvas.
+     axis is upright: skew = mu11 / mu02), no scaling: ``digits.modelling.preprocessing.deskew`` on a larger canvas.
    - ``"moment"``: moment normalisation (Liu et al.): centre of mass to the centre; optional slant correction
      (the deskew's shear); each axis scaled so that 4 standard deviations of ink (2 * ``radius`` sd) span
      ``size`` px on the longer axis and ``size * r2`` on the shorter one, where r1 = short / long extent and
@@ -45,7 +45,7 @@ import numpy.typing as npt
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from digits.mnist import CENTRE, N_PIXELS, SIDE
-from digits.preprocessing import MOMENT_BASIS
+from digits.modelling.preprocessing import MOMENT_BASIS
 
 __all__ = ["CHUNK_ROWS", "GradientFeatures", "gradient_features", "normalise", "principal_axes"]
 

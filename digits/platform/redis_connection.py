@@ -1,4 +1,4 @@
-"""Connections to Redis, authenticated as this service's ACL user (``digits.redis_users``)."""
+"""Connections to Redis, authenticated as this service's ACL user (``digits.platform.redis_users``)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from digits.mnist import N_CLASSES
-from digits.model import DigitModel, Floats, Labels, ServedModel
+from digits.modelling.model import DigitModel, Floats, Labels, ServedModel
 
 
 class Ensemble(ServedModel):

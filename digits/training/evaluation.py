@@ -10,8 +10,8 @@ import numpy.typing as npt
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from digits.mnist import N_CLASSES
-from digits.model import ServedModel
-from digits.registry import serialize
+from digits.modelling import storage
+from digits.modelling.model import ServedModel
 
 
 def evaluate(model: ServedModel, pixels: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def evaluate(model: ServedModel, pixels: npt.NDArray[np.float32], labels: npt.ND
         "confusions": confusion_sentences(matrix),
         "validation_size": len(labels),
         "predict_ms_per_image": 1000.0 * seconds / max(len(labels), 1),
-        "serialized_bytes": len(serialize(model)),
+        "serialized_bytes": len(storage.dump(model)),
         **model.describe(),
     }
 

@@ -21,9 +21,9 @@ from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from digits.candidates import DEFAULT as DEFAULT_CANDIDATES
-from digits.candidates import Candidate, resolve
 from digits.errors import InvalidInput
+from digits.training.candidates import DEFAULT as DEFAULT_CANDIDATES
+from digits.training.candidates import Candidate, resolve
 
 QUEUE = "training"
 RETRAIN_FUNCTION = "services.trainer.retrain.run"

@@ -1,27 +1,27 @@
-"""The candidate models a retrain job can fit and compare, each named and declaring its parameters.
+"""The candidate models a retrain job can fit and compare: each named, with the parameters it declares.
+
+This is the catalogue only: names, kinds, parameters and summaries, what a job spec is validated against. It
+imports nothing heavy, so the gateway checks a Retrain request with it and never loads scikit-learn. How each
+candidate becomes an estimator is ``digits.training.recipes``, which only the trainer imports.
 
 Base candidates are fitted on the job's training digits. Ensembles (``vote-*``, ``blend-*``) are made from
 the job's ``top_n`` base candidates, ranked on the holdout slice; a blender is fitted on the base models'
 probabilities for that holdout slice, digits none of them was fitted on.
-
-scikit-learn is imported inside the builders so that naming and validating candidates stays cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from digits.errors import InvalidInput
-from digits.model import scale_pixels
 
 Kind = Literal["base", "vote", "blend"]
 # Parameters that shape the job rather than the estimator.
-_JOB_PARAMS = {"top_n", "shifts"}
+JOB_PARAMS = frozenset({"top_n", "shifts"})
 # Parameters that shape a base candidate's pipeline before its estimator (each adds a fitted, pickled step).
-_PIPELINE_PARAMS = {"deskew", "gradients"}
-Builder = Callable[[Mapping[str, Any], int], Any]  # (params, seed) -> an unfitted estimator
+PIPELINE_PARAMS = frozenset({"deskew", "gradients"})
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,6 @@ class Candidate:
     kind: Kind
     params: Mapping[str, Any]
     summary: str
-    build: Builder | None = field(default=None, repr=False)
 
     def with_params(self, overrides: Mapping[str, Any]) -> Candidate:
         """The candidate with some parameters changed; a step's parameters (a dict) are changed key by key."""
@@ -46,7 +45,7 @@ class Candidate:
                     raise InvalidInput(f"{self.name}'s {name} takes {', '.join(sorted(current))}")
                 value = {**current, **value}
             merged[name] = value
-        return Candidate(self.name, self.kind, merged, self.summary, self.build)
+        return Candidate(self.name, self.kind, merged, self.summary)
 
     @property
     def top_n(self) -> int:
@@ -59,87 +58,13 @@ class Candidate:
 
     @property
     def deskew(self) -> bool:
-        """Whether the pipeline deskews the scaled digits before its estimator (``digits.preprocessing``)."""
+        """Whether the pipeline deskews the scaled digits before its estimator (``digits.modelling.preprocessing``)."""
         return bool(self.params.get("deskew", False))
 
-    def estimator(self, seed: int) -> Any:
-        """A base candidate's pipeline over pixels, or a blender's final estimator."""
-        assert self.build is not None, f"{self.name} is not built from one estimator"
-        own = {k: v for k, v in self.params.items() if k not in _JOB_PARAMS | _PIPELINE_PARAMS}
-        bare = self.build(own, seed)
-        return _on_pixels(bare, self.preprocessing()) if self.kind == "base" else bare
-
-    def preprocessing(self) -> list[tuple[str, Any]]:
-        """The steps between scaling and the estimator, as declared by the pipeline parameters."""
-        steps: list[tuple[str, Any]] = []
-        if self.deskew:
-            from digits.preprocessing import Deskew
-
-            steps.append(("deskew", Deskew()))
-        if "gradients" in self.params:
-            from digits.gradients import GradientFeatures
-
-            steps.append(("gradients", GradientFeatures(**self.params["gradients"])))
-        return steps
-
-
-def _on_pixels(estimator: Any, preprocessing: Sequence[tuple[str, Any]] = ()) -> Any:
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    return Pipeline([("scale", FunctionTransformer(scale_pixels)), *preprocessing, ("model", estimator)])
-
-
-def _svc(params: Mapping[str, Any], seed: int) -> Any:
-    from sklearn.svm import SVC
-
-    return SVC(**params)
-
-
-def _calibrated_svc(params: Mapping[str, Any], seed: int) -> Any:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.svm import SVC
-
-    return CalibratedClassifierCV(SVC(**params, random_state=seed), ensemble=False)
-
-
-def _vsv(params: Mapping[str, Any], seed: int) -> Any:
-    from digits.vsv import VirtualSupportVectorSVC
-
-    own = dict(params)
-    shifts = str(own.pop("virtual_shifts", "4"))
-    rotations = tuple(float(d) for d in own.pop("rotations_deg", ()))
-    return VirtualSupportVectorSVC(**own, shifts=shifts, rotations_deg=rotations)
-
-
-def _knn(params: Mapping[str, Any], seed: int) -> Any:
-    from sklearn.neighbors import KNeighborsClassifier
-
-    return KNeighborsClassifier(**params)
-
-
-def _random_forest(params: Mapping[str, Any], seed: int) -> Any:
-    from sklearn.ensemble import RandomForestClassifier
-
-    return RandomForestClassifier(**params, random_state=seed)
-
-
-def _extra_trees(params: Mapping[str, Any], seed: int) -> Any:
-    from sklearn.ensemble import ExtraTreesClassifier
-
-    return ExtraTreesClassifier(**params, random_state=seed)
-
-
-def _hist_gb(params: Mapping[str, Any], seed: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    return HistGradientBoostingClassifier(**params, random_state=seed)
-
-
-def _logreg(params: Mapping[str, Any], seed: int) -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(**params, random_state=seed)
+    @property
+    def estimator_params(self) -> dict[str, Any]:
+        """The parameters of the estimator itself: neither the job's nor the pipeline's steps'."""
+        return {k: v for k, v in self.params.items() if k not in JOB_PARAMS | PIPELINE_PARAMS}
 
 
 # The seed recipe: break_ties sends a tied one-vs-one vote to the class with the larger decision values (not
@@ -151,7 +76,7 @@ SVC_DESKEW_PARAMS = {**SVC_PARAMS, "deskew": True}
 # The production recipe before svc-grad (docs/model-quality.md): deskewed digits
 # projected on 50 principal components; the SVC retrained on its support vectors plus copies shifted one pixel in
 # 8 directions and two pixels in 4 ("4": one pixel in 4 directions, "8": and diagonally, "4x2": by one and by two
-# pixels; see digits.vsv). gamma is for the projected digits. Not "shifts", which is the job's augmentation of
+# pixels; see digits.modelling.vsv). gamma is for the projected digits. Not "shifts", which is the job's augmentation of
 # the whole training set (``Candidate.shifts``).
 VSV_PARAMS = {"deskew": True, "components": 50, "C": 10.0, "gamma": 0.04, "virtual_shifts": "8x2",
               "rotations_deg": [], "break_ties": True}
@@ -168,33 +93,33 @@ HIST_GB = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 31, "early_s
 TOP_N = {"top_n": 3}
 
 CANDIDATES: dict[str, Candidate] = {c.name: c for c in [
-    Candidate("svc", "base", SVC_PARAMS, "RBF SVC on pixels/255 (the seed recipe)", _svc),
+    Candidate("svc", "base", SVC_PARAMS, "RBF SVC on pixels/255 (the seed recipe)"),
     Candidate("svc-shift", "base", {**SVC_PARAMS, "shifts": 4},
-              "the svc recipe trained on the digits plus one-pixel shifts up, down, left and right", _svc),
+              "the svc recipe trained on the digits plus one-pixel shifts up, down, left and right"),
     Candidate("svc-deskew", "base", SVC_DESKEW_PARAMS,
-              "the svc recipe on deskewed digits (sheared upright, mass centred: a step of the pipeline)", _svc),
+              "the svc recipe on deskewed digits (sheared upright, mass centred: a step of the pipeline)"),
     Candidate("svc-grad", "base", SVC_GRAD_PARAMS,
               "RBF SVC on gradient-direction features of moment-normalised digits, projected on 128 principal "
-              "components (the production recipe)", _svc),
+              "components (the production recipe)"),
     Candidate("svc-grad-deskew", "base", {**SVC_GRAD_PARAMS, "gradients": PLAIN_GRADIENTS},
-              "RBF SVC on 8-direction gradient features of deskewed digits (the plain gradient SVC)", _svc),
+              "RBF SVC on 8-direction gradient features of deskewed digits (the plain gradient SVC)"),
     Candidate("svc-vsv", "base", VSV_PARAMS,
-              "svc-deskew on 50 principal components, retrained on its support vectors plus shifted copies", _vsv),
-    Candidate("knn", "base", {"n_neighbors": 3, "weights": "distance"}, "k nearest neighbours", _knn),
-    Candidate("random-forest", "base", FOREST, "random forest", _random_forest),
-    Candidate("extra-trees", "base", FOREST, "extremely randomized trees", _extra_trees),
-    Candidate("hist-gb", "base", HIST_GB, "histogram gradient boosting", _hist_gb),
-    Candidate("logreg", "base", {"C": 0.1, "max_iter": 300}, "multinomial logistic regression", _logreg),
+              "svc-deskew on 50 principal components, retrained on its support vectors plus shifted copies"),
+    Candidate("knn", "base", {"n_neighbors": 3, "weights": "distance"}, "k nearest neighbours"),
+    Candidate("random-forest", "base", FOREST, "random forest"),
+    Candidate("extra-trees", "base", FOREST, "extremely randomized trees"),
+    Candidate("hist-gb", "base", HIST_GB, "histogram gradient boosting"),
+    Candidate("logreg", "base", {"C": 0.1, "max_iter": 300}, "multinomial logistic regression"),
     Candidate("vote-hard", "vote", TOP_N, "majority vote of the top base models"),
     Candidate("vote-soft", "vote", TOP_N, "mean probabilities of the top base models"),
     Candidate("blend-logreg", "blend", {**TOP_N, "C": 1.0, "max_iter": 1000},
-              "logistic regression over the top base models' holdout probabilities", _logreg),
+              "logistic regression over the top base models' holdout probabilities"),
     Candidate("blend-hist-gb", "blend", {**TOP_N, "max_iter": 100},
-              "gradient boosting over the top base models' holdout probabilities", _hist_gb),
+              "gradient boosting over the top base models' holdout probabilities"),
     Candidate("blend-random-forest", "blend", {**TOP_N, **FOREST},
-              "random forest over the top base models' holdout probabilities", _random_forest),
+              "random forest over the top base models' holdout probabilities"),
     Candidate("blend-svc", "blend", {**TOP_N, "C": 1.0},
-              "SVC over the top base models' holdout probabilities", _calibrated_svc),
+              "SVC over the top base models' holdout probabilities"),
 ]}
 
 # What a retrain job fits when it names no candidates, and what `make up` trains first.

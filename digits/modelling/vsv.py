@@ -13,7 +13,7 @@ one.
 
 The final SVC is exposed as ``svc_`` and the projection as ``projection_`` (None without one); everything a
 served model needs (predict, decision_function, classes_, support_vectors_, ...) is delegated to them, so
-``DigitModel`` and the fast path (``digits.fastsvc``) treat it exactly like a projection step and a plain SVC.
+``DigitModel`` and the fast path (``digits.modelling.fastsvc``) treat it exactly like a projection step and a plain SVC.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from sklearn.decomposition import PCA
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
 
-from digits.augment import shift
 from digits.mnist import CENTRE, N_PIXELS, SIDE
-from digits.preprocessing import affine_resample
+from digits.modelling.augment import shift
+from digits.modelling.preprocessing import affine_resample
 
 __all__ = ["SHIFT_SETS", "VirtualSupportVectorSVC", "rotate", "virtual_offsets"]
 

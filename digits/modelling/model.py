@@ -1,7 +1,7 @@
 """The model as the registry stores it and inference serves it.
 
 Whatever the trainer registers is a ``ServedModel``: a single fitted pipeline (``DigitModel``) or an ensemble of
-them (``digits.ensembles``). ``ready_to_serve`` is the one check every replica and the trainer run on a model
+them (``digits.modelling.ensembles``). ``ready_to_serve`` is the one check every replica and the trainer run on a model
 just unpickled, before it may answer.
 
 A ``DigitModel`` is a fitted scikit-learn pipeline over 784 pixels (0..255, light ink on dark) plus,
@@ -9,17 +9,15 @@ for estimators that only vote (an SVC without ``probability=True``), a softmax t
 vote scores, fitted on held-out digits. That gives calibrated probabilities for the price of one
 scalar fit instead of libsvm's five-fold refit.
 
-Serving goes through the fast exact path (``digits.fastsvc``) where the pipeline ends in an RBF SVC,
+Serving goes through the fast exact path (``digits.modelling.fastsvc``) where the pipeline ends in an RBF SVC,
 and through the estimator's own methods otherwise.
 """
 
 from __future__ import annotations
 
-import io
 from abc import ABC, abstractmethod
 from typing import Any
 
-import joblib
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize_scalar
@@ -27,6 +25,7 @@ from scipy.special import log_softmax, softmax
 
 from digits.errors import NotServable
 from digits.mnist import N_CLASSES, N_PIXELS
+from digits.modelling import storage
 
 Floats = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -71,7 +70,7 @@ def ready_to_serve(model: object, name: str) -> ServedModel:
 def check_round_trip(model: ServedModel, blob: bytes, pixels: Floats) -> dict[str, Any]:
     """Load ``blob`` as a replica will and require it to answer ``pixels`` exactly as ``model`` does: what the
     trainer checks before it registers anything (the record keeps these facts as ``served_check``)."""
-    loaded = ready_to_serve(joblib.load(io.BytesIO(blob)), "the model, loaded back from its blob")
+    loaded = ready_to_serve(storage.load(blob), "the model, loaded back from its blob")
     expected, _ = model.predict(pixels)
     answered, probabilities = loaded.predict(pixels)
     if not np.array_equal(expected, answered) or not np.isfinite(probabilities).all():
@@ -102,7 +101,7 @@ class DigitModel(ServedModel):
 
     def prepare(self) -> None:
         """Build the fast decision path (if the pipeline allows one); call once after loading."""
-        from digits.fastsvc import compile_svc_pipeline
+        from digits.modelling.fastsvc import compile_svc_pipeline
 
         if hasattr(self.estimator, "steps"):
             self._fast = compile_svc_pipeline(self.estimator)
