@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,12 @@ from tests.stacks import ADMIN_TOKEN, running_stack
 
 pytestmark = pytest.mark.integration
 LIMIT = 500
+# A deliberately weak recipe (300 of some 360 training digits as neighbours, unweighted): the production recipe beats
+# it on the same digits, so a job compared with it passes the gate, and only --no-activate can hold its version back.
+WEAK_PARAMS = {"knn": {"n_neighbors": 300, "weights": "uniform"}}
+# promote's words when the gate compared on the same digits and found the winner better (digits.evaluation.beats).
+GATE_PASSED = re.compile(r"accuracy (0\.\d{4}) > (0\.\d{4}) and weighted F1 \S+ >= \S+ on the same split "
+                         r"\(vs (v\d+), on the same validation digits\)")
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +138,28 @@ def test_models_list_show_and_history(client: Client) -> None:
 
 
 def test_a_retrain_watched_to_its_end(client: Client) -> None:
-    started = client.retrain(limit=LIMIT, seed=1, no_activate=True)
-    seen: list[Job] = []
-    ended = client.wait(started.id, timeout=300, on_progress=seen.append)
-    assert ended.status == "finished" and ended.ended and ended.version, ended.error
-    assert "not activated" in ended.outcome and not ended.activated
-    assert any(0 < j.progress < 1 and j.stage for j in seen), "no progress was seen while the job ran"
-    assert client.job(started.id) == ended and any(j.id == started.id for j in client.jobs())
+    """A retrain followed to its end; with no_activate its version stays inactive, even though it beats the active
+    model on the same digits."""
+    before = client.models().active_version
+    weak = client.wait(client.retrain(limit=LIMIT, seed=1, no_activate=True, no_final_fit=True, candidates=["knn"],
+                                      params=WEAK_PARAMS).id, timeout=300)
+    assert weak.status == "finished" and weak.version, weak.error
+    client.activate(weak.version, "test: a weak model to beat")
+    try:
+        started = client.retrain(limit=LIMIT, seed=1, no_activate=True)
+        seen: list[Job] = []
+        ended = client.wait(started.id, timeout=300, on_progress=seen.append)
+        assert ended.status == "finished" and ended.ended and ended.version, ended.error
+        print(f"[no_activate] {ended.outcome}")
+        passed = GATE_PASSED.search(ended.outcome)
+        assert passed and passed[3] == weak.version, f"the gate should have passed against {weak.version}: " \
+                                                     f"{ended.outcome}"
+        assert "not activated" in ended.outcome and not ended.activated
+        assert client.models().active_version == weak.version
+        assert any(0 < j.progress < 1 and j.stage for j in seen), "no progress was seen while the job ran"
+        assert client.job(started.id) == ended and any(j.id == started.id for j in client.jobs())
+    finally:
+        client.activate(before, "test done")
 
 
 def test_errors_are_typed(client: Client, fresh: LocalStack) -> None:
