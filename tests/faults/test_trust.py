@@ -256,8 +256,8 @@ def test_a_training_token_never_changes_the_active_model(stack: LocalStack, mode
         print(f"[training token] job {job.id[:8]}: {job.outcome}")
         passed = GATE_PASSED.search(job.outcome)
         assert passed and passed[3] == weak, f"the gate should have passed against {weak}: {job.outcome}"
+        assert listing(models).active_version == weak, f"{job.version} was activated"
         assert "training token" in job.outcome and "not activated" in job.outcome
-        assert listing(models).active_version == weak
     finally:
         activate(models, before, "fault test done")
 

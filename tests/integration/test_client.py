@@ -154,8 +154,8 @@ def test_a_retrain_watched_to_its_end(client: Client) -> None:
         passed = GATE_PASSED.search(ended.outcome)
         assert passed and passed[3] == weak.version, f"the gate should have passed against {weak.version}: " \
                                                      f"{ended.outcome}"
+        assert client.models().active_version == weak.version, f"{ended.version} was activated"
         assert "not activated" in ended.outcome and not ended.activated
-        assert client.models().active_version == weak.version
         assert any(0 < j.progress < 1 and j.stage for j in seen), "no progress was seen while the job ran"
         assert client.job(started.id) == ended and any(j.id == started.id for j in client.jobs())
     finally:

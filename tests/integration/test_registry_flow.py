@@ -76,9 +76,9 @@ def test_retrain_registers_and_inference_switches_without_restart(
         print(f"[--no-activate] {job.outcome}")
         passed = GATE_PASSED.search(job.outcome)
         assert passed and passed[3] == weak, f"the gate should have passed against {weak}: {job.outcome}"
-        assert "not activated" in job.outcome and "--no-activate" in job.outcome
         listed = models.ListModels(models_pb2.ListModelsRequest(), timeout=10)
-        assert listed.active_version == weak
+        assert listed.active_version == weak, f"{job.version} was activated"
+        assert "not activated" in job.outcome and "--no-activate" in job.outcome
         new = next(m for m in listed.models if m.version == job.version)
         assert not new.active and new.accuracy > 0.9 and new.dataset.source == "sample" and new.dataset.size == 5000
         assert new.fitted_on == "split" and "final_fit" not in json.loads(new.metrics_json)  # --no-final-fit

@@ -153,8 +153,8 @@ def test_a_job_that_may_not_activate_leaves_the_active_version_even_when_its_win
     passed = GATE_PASSED.search(held["outcome"])
     print(f"[{'/'.join(flags)}] {held['outcome']}")
     assert passed and passed[3] == first["version"], f"the gate should have passed: {held['outcome']}"
+    assert registry.active_version() == first["version"], f"{held['version']} was activated"
     assert held["outcome"].startswith(f"registered {held['version']}, not activated: {said} (")
-    assert registry.active_version() == first["version"]
     assert [p.to_version for p in registry.promotions()] == [first["version"]]
 
     # The same winner in a job without the flag is activated: the gate passes, so the flag alone held it back.
