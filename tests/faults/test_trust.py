@@ -17,13 +17,13 @@ from typing import Any
 import grpc
 import pytest
 import redis
+from digits.platform.healthcheck import is_serving
+from digits.platform.registry import ACTIVE_KEY, blob_key
+from digits.training import datasets, jobs
 from rq import Queue
 from rq.job import Job
 
-from digits import datasets, jobs
 from digits.client import Job as TrainingJob
-from digits.healthcheck import is_serving
-from digits.registry import ACTIVE_KEY, blob_key
 from digits.stack import secrets
 from digits.stack.local import REPO, LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2, recognizer_pb2_grpc, training_pb2
@@ -36,7 +36,7 @@ RECOGNIZER = "digits.v1.Recognizer"
 # A deliberately weak recipe (300 neighbours, unweighted): the production recipe beats it on the same digits, so a
 # job compared with it passes the gate, and only the rule under test can keep that job's version from serving.
 WEAK = {"candidates": ["knn"], "params": {"knn": {"n_neighbors": 300, "weights": "uniform"}}, "no_final_fit": True}
-# promote's words when the gate compared on the same digits and found the winner better (digits.evaluation.beats).
+# promote's words when the gate compared on the same digits and found the winner better (digits.training.evaluation.beats).
 GATE_PASSED = re.compile(r"accuracy (0\.\d{4}) > (0\.\d{4}) and weighted F1 \S+ >= \S+ on the same split "
                          r"\(vs (v\d+), on the same validation digits\)")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from digits.platform.healthcheck import is_serving
 
 from digits.client import (
     AsyncClient,
@@ -26,7 +27,6 @@ from digits.client import (
     UnavailableError,
 )
 from digits.client.errors import DeadlineExceededError
-from digits.healthcheck import is_serving
 from digits.settings import Settings, process_environment
 from digits.stack.local import RECOGNIZER, LocalStack
 from tests.integration.digits_data import as_png, held_out
@@ -37,7 +37,7 @@ LIMIT = 500
 # A deliberately weak recipe (300 of some 360 training digits as neighbours, unweighted): the production recipe beats
 # it on the same digits, so a job compared with it passes the gate, and only --no-activate can hold its version back.
 WEAK_PARAMS = {"knn": {"n_neighbors": 300, "weights": "uniform"}}
-# promote's words when the gate compared on the same digits and found the winner better (digits.evaluation.beats).
+# promote's words when the gate compared on the same digits and found the winner better (digits.training.evaluation.beats).
 GATE_PASSED = re.compile(r"accuracy (0\.\d{4}) > (0\.\d{4}) and weighted F1 \S+ >= \S+ on the same split "
                          r"\(vs (v\d+), on the same validation digits\)")
 
@@ -193,7 +193,7 @@ def test_the_cli_speaks_json_lines_on_models_and_jobs(fresh: LocalStack) -> None
 
 def test_the_trainer_liveness_check_sees_its_worker(fresh: LocalStack) -> None:
     trainer = next(p for p in fresh.processes() if p.name == "trainer")
-    check = subprocess.run([sys.executable, "-m", "digits.healthcheck", "--worker"], env=dict(trainer.env),
+    check = subprocess.run([sys.executable, "-m", "digits.platform.healthcheck", "--worker"], env=dict(trainer.env),
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stderr
 

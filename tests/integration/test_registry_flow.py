@@ -8,8 +8,8 @@ import time
 
 import grpc
 import pytest
+from digits.platform.registry import ACTIVE_KEY, Registry, blob_key
 
-from digits.registry import ACTIVE_KEY, Registry, blob_key
 from digits.stack.local import LocalStack
 from digits.v1 import (
     models_pb2,
@@ -27,7 +27,7 @@ Metadata = tuple[tuple[str, str], ...]
 # job compared with it passes the gate, and only --no-activate can keep that job's version from serving.
 WEAK = {"candidates": ["knn"], "params_json": json.dumps({"knn": {"n_neighbors": 300, "weights": "uniform"}}),
         "no_final_fit": True}
-# promote's words when the gate compared on the same digits and found the winner better (digits.evaluation.beats).
+# promote's words when the gate compared on the same digits and found the winner better (digits.training.evaluation.beats).
 GATE_PASSED = re.compile(r"accuracy (0\.\d{4}) > (0\.\d{4}) and weighted F1 \S+ >= \S+ on the same split "
                          r"\(vs (v\d+), on the same validation digits\)")
 

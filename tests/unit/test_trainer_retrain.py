@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import redis
+from digits.platform.registry import ModelRecord, Registry
+from digits.platform.signing import SigningKey, Verifier
+from digits.training import datasets, jobs
+from digits.training.candidates import resolve
 
-from digits import datasets, jobs
-from digits.candidates import resolve
-from digits.registry import ModelRecord, Registry
-from digits.signing import SigningKey, Verifier
 from services.trainer.comparison import Fitted, fit_base
 from services.trainer.retrain import JobSetup, _gate, _report, _unlike_digits, promote
 
