@@ -28,11 +28,13 @@ from digits.client.errors import DeadlineExceededError
 from digits.platform.healthcheck import is_serving
 from digits.settings import Settings, process_environment
 from digits.stack.local import RECOGNIZER, LocalStack
+from tests.gates import GATE_PASSED, WEAK_KNN
 from tests.integration.digits_data import as_png, held_out
 from tests.stacks import ADMIN_TOKEN, running_stack
 
 pytestmark = pytest.mark.integration
 LIMIT = 500
+WEAK_PARAMS = {"knn": WEAK_KNN}  # tests/gates.py: 300 of some 360 training digits as neighbours
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +133,28 @@ def test_models_list_show_and_history(client: Client) -> None:
 
 
 def test_a_retrain_watched_to_its_end(client: Client) -> None:
-    started = client.retrain(limit=LIMIT, seed=1, no_activate=True)
-    seen: list[Job] = []
-    ended = client.wait(started.id, timeout=300, on_progress=seen.append)
-    assert ended.status == "finished" and ended.ended and ended.version, ended.error
-    assert "not activated" in ended.outcome and not ended.activated
-    assert any(0 < j.progress < 1 and j.stage for j in seen), "no progress was seen while the job ran"
-    assert client.job(started.id) == ended and any(j.id == started.id for j in client.jobs())
+    """A retrain followed to its end; with no_activate its version stays inactive, even though it beats the active
+    model on the same digits."""
+    before = client.models().active_version
+    weak = client.wait(client.retrain(limit=LIMIT, seed=1, no_activate=True, no_final_fit=True, candidates=["knn"],
+                                      params=WEAK_PARAMS).id, timeout=300)
+    assert weak.status == "finished" and weak.version, weak.error
+    client.activate(weak.version, "test: a weak model to beat")
+    try:
+        started = client.retrain(limit=LIMIT, seed=1, no_activate=True)
+        seen: list[Job] = []
+        ended = client.wait(started.id, timeout=300, on_progress=seen.append)
+        assert ended.status == "finished" and ended.ended and ended.version, ended.error
+        print(f"[no_activate] {ended.outcome}")
+        passed = GATE_PASSED.search(ended.outcome)
+        assert passed and passed[3] == weak.version, f"the gate should have passed against {weak.version}: " \
+                                                     f"{ended.outcome}"
+        assert client.models().active_version == weak.version, f"{ended.version} was activated"
+        assert "not activated" in ended.outcome and not ended.activated
+        assert any(0 < j.progress < 1 and j.stage for j in seen), "no progress was seen while the job ran"
+        assert client.job(started.id) == ended and any(j.id == started.id for j in client.jobs())
+    finally:
+        client.activate(before, "test done")
 
 
 def test_errors_are_typed(client: Client, fresh: LocalStack) -> None:

@@ -18,10 +18,12 @@ from digits.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
+from tests.gates import GATE_PASSED, WEAK_KNN
 from tests.integration.digits_data import held_out
 from tests.stacks import FIRST_MODEL
 
 Metadata = tuple[tuple[str, str], ...]
+WEAK = {"candidates": ["knn"], "params_json": json.dumps({"knn": WEAK_KNN}), "no_final_fit": True}  # tests/gates.py
 
 
 def retrain(training: training_pb2_grpc.TrainingStub, admin: Metadata, **fields: object) -> training_pb2.Job:
@@ -56,28 +58,41 @@ def test_retrain_registers_and_inference_switches_without_restart(
     stack: LocalStack, models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
     recognizer: recognizer_pb2_grpc.RecognizerStub, admin: Metadata,
 ) -> None:
+    """--no-activate registers the winner and leaves the active model, even one the winner beats on the same
+    digits; an admin then activates it, every replica switches without a restart, and a rollback switches back."""
     before = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version
-    job = retrain(training, admin, seed=7, no_activate=True, no_final_fit=True)
-    assert job.version and job.version != before
-    assert "not activated" in job.outcome and "--no-activate" in job.outcome
-    listed = models.ListModels(models_pb2.ListModelsRequest(), timeout=10)
-    assert listed.active_version == before
-    new = next(m for m in listed.models if m.version == job.version)
-    assert not new.active and new.accuracy > 0.9 and new.dataset.source == "sample" and new.dataset.size == 5000
-    assert new.fitted_on == "split" and "final_fit" not in json.loads(new.metrics_json)  # --no-final-fit
-    assert new.parent == before and new.job_id == job.id
-    assert json.loads(new.metrics_json)["confusion_matrix"]
+    weak = retrain(training, admin, seed=7, no_activate=True, **WEAK).version
+    models.ActivateModel(models_pb2.ActivateModelRequest(version=weak, reason="test: a weak model to beat"),
+                         metadata=admin, timeout=30)
+    try:
+        job = retrain(training, admin, seed=7, no_activate=True, no_final_fit=True)
+        assert job.version and job.version not in (before, weak)
+        print(f"[--no-activate] {job.outcome}")
+        passed = GATE_PASSED.search(job.outcome)
+        assert passed and passed[3] == weak, f"the gate should have passed against {weak}: {job.outcome}"
+        listed = models.ListModels(models_pb2.ListModelsRequest(), timeout=10)
+        assert listed.active_version == weak, f"{job.version} was activated"
+        assert "not activated" in job.outcome and "--no-activate" in job.outcome
+        new = next(m for m in listed.models if m.version == job.version)
+        assert not new.active and new.accuracy > 0.9 and new.dataset.source == "sample" and new.dataset.size == 5000
+        assert new.fitted_on == "split" and "final_fit" not in json.loads(new.metrics_json)  # --no-final-fit
+        assert new.parent == weak and new.job_id == job.id
+        assert json.loads(new.metrics_json)["confusion_matrix"]
 
-    done = models.ActivateModel(models_pb2.ActivateModelRequest(version=job.version, reason="test"),
-                                metadata=admin, timeout=30)
-    assert (done.previous_version, done.active_version) == (before, job.version)
-    wait_for_version(recognizer, job.version)
+        done = models.ActivateModel(models_pb2.ActivateModelRequest(version=job.version, reason="test"),
+                                    metadata=admin, timeout=30)
+        assert (done.previous_version, done.active_version) == (weak, job.version)
+        wait_for_version(recognizer, job.version)
 
-    back = models.Rollback(models_pb2.RollbackRequest(reason="test"), metadata=admin, timeout=30)
-    assert back.active_version == before
+        back = models.Rollback(models_pb2.RollbackRequest(reason="test"), metadata=admin, timeout=30)
+        assert back.active_version == weak
+        wait_for_version(recognizer, weak)
+        log = registry_of(stack).promotions(3)
+        assert [(p.action, p.to_version) for p in log[:2]] == [("rollback", weak), ("activate", job.version)]
+    finally:
+        models.ActivateModel(models_pb2.ActivateModelRequest(version=before, reason="test done"), metadata=admin,
+                             timeout=30)
     wait_for_version(recognizer, before)
-    log = registry_of(stack).promotions(3)
-    assert [(p.action, p.to_version) for p in log[:2]] == [("rollback", before), ("activate", job.version)]
 
 
 def test_the_served_model_is_refitted_on_every_digit_of_its_job(models: models_pb2_grpc.ModelsStub) -> None:

@@ -1,6 +1,8 @@
 """The retrain job's promotion gate and report (pure logic, against a stand-in registry): a new version is
 compared with the active one only on the same digits, a job whose every candidate failed says why, and the
-report shows every candidate beside the active version."""
+report shows every candidate beside the active version. The promotion itself runs against a real Redis: a job
+that may not activate (--no-activate, a training token) leaves the active version as it was even when its winner
+passes the gate."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 
-from digits.platform.registry import ModelRecord
-from digits.training import jobs
+from digits.platform.registry import ModelRecord, Registry
+from digits.platform.signing import SigningKey, Verifier
+from digits.training import datasets, jobs
 from digits.training.candidates import resolve
-from services.trainer.comparison import Fitted
-from services.trainer.retrain import _gate, _report, _unlike_digits, promote
+from services.trainer.comparison import Fitted, fit_base
+from services.trainer.retrain import JobSetup, _gate, _report, _unlike_digits, promote
+from tests.gates import GATE_PASSED, WEAK_KNN
 
 DATA = {"source": "sample", "size": 5000, "digest": "d-sample"}
 SPEC = jobs.RetrainSpec(data="sample", seed=3, limit=1000)
@@ -113,3 +118,42 @@ def test_a_job_whose_every_candidate_failed_registers_nothing_and_says_why() -> 
     failed = [Fitted(svc, error="did not converge"), Fitted(hist, error="out of memory")]
     with pytest.raises(RuntimeError, match=r"every candidate failed \(svc: did not converge; hist-gb: out of memory\)"):
         promote(setup(active_record()), failed)
+
+
+KEY = SigningKey.generate()
+
+
+def real_setup(redis_client: redis.Redis, data: datasets.Dataset, split: datasets.Split,
+               **flags: bool) -> JobSetup:
+    """A job on 1,000 sample digits (seed 3) promoting into a real registry; ``flags`` are the spec's."""
+    spec = jobs.RetrainSpec(data="sample", seed=3, limit=1000, final_fit=False, **flags)  # type: ignore[arg-type]
+    registry = Registry(redis_client, Verifier([KEY.public]), KEY)
+    return JobSetup(spec, "job-1", jobs.Progress(None), registry, data, split)
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    ({"no_activate": True}, "the job asked for --no-activate"),
+    ({"may_activate": False}, "a training token started the job, and such jobs never change the active model"),
+], ids=["no-activate", "training-token"])
+def test_a_job_that_may_not_activate_leaves_the_active_version_even_when_its_winner_passes_the_gate(
+    redis_client: redis.Redis, mnist_sample: datasets.Dataset, flags: dict[str, bool], said: str
+) -> None:
+    split = datasets.split(mnist_sample, seed=3, limit=1000)
+    (knn,) = resolve(["knn"])
+    weak, strong = fit_base(knn.with_params(WEAK_KNN), split, 3), fit_base(knn, split, 3)
+    registry = real_setup(redis_client, mnist_sample, split).registry
+    first = promote(real_setup(redis_client, mnist_sample, split), [weak])
+    assert first["outcome"] == f"activated {first['version']}: no model was active"
+
+    held = promote(real_setup(redis_client, mnist_sample, split, **flags), [strong])
+    passed = GATE_PASSED.search(held["outcome"])
+    print(f"[{'/'.join(flags)}] {held['outcome']}")
+    assert passed and passed[3] == first["version"], f"the gate should have passed: {held['outcome']}"
+    assert registry.active_version() == first["version"], f"{held['version']} was activated"
+    assert held["outcome"].startswith(f"registered {held['version']}, not activated: {said} (")
+    assert [p.to_version for p in registry.promotions()] == [first["version"]]
+
+    # The same winner in a job without the flag is activated: the gate passes, so the flag alone held it back.
+    free = promote(real_setup(redis_client, mnist_sample, split), [strong])
+    assert free["outcome"].startswith(f"activated {free['version']}: accuracy ")
+    assert registry.active_version() == free["version"] != first["version"]
