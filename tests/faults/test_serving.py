@@ -6,11 +6,9 @@ Each case runs a load of 32 concurrent Predict clients through the gateway and p
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
-import urllib.request
 
 import grpc
 import pytest
@@ -18,11 +16,11 @@ import pytest
 from digits.healthcheck import is_serving
 from digits.registry import Registry, blob_key, serialize
 from digits.signing import SigningKey, Verifier
-from digits.stack.local import METRICS_OFFSET, LocalStack
+from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
-from tests.stacks import running_process_groups
+from tests.stacks import replica_metric, replicas_metric, running_process_groups
 
 RECOGNIZER = "digits.v1.Recognizer"
 SWAP_LAG_SECONDS = 2.0  # pub/sub + fetch + verify + warm of the sample model, with margin
@@ -40,10 +38,7 @@ def active(models: models_pb2_grpc.ModelsStub) -> str:
 
 def predict_count(port: int) -> float:
     """Digits a replica has read (rows through its model), from its own /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.search(r"^digits_batch_rows_sum (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return replica_metric(port, "digits_batch_rows_sum")
 
 
 def wait_for(check: object, what: str, timeout: float = 30) -> None:
@@ -162,7 +157,7 @@ def test_corrupt_or_forged_models_are_never_served(
         record = forger.register(serialize({"not": "a model"}), kind="svc", params={}, metrics={}, dataset={},
                                  split={}, fitted_on="split", served_check={"passed": True})
         forged = record.version
-    failures_before = sum(load_failures(port) for port in stack.ports.inference)
+    failures_before = replicas_metric(stack, "digits_model_load_failures_total")
     registry = stack.registry()
     with Load(stack.ports.gateway, clients=8) as load:
         assert registry.activate(forged, expected=serving, why="forged by the fault test")
@@ -171,13 +166,7 @@ def test_corrupt_or_forged_models_are_never_served(
     load.report(f"forged model ({damage})")
     assert not load.failures()
     assert {c.version for c in load.calls} == {serving}
-    assert sum(load_failures(port) for port in stack.ports.inference) >= failures_before + 2
+    assert replicas_metric(stack, "digits_model_load_failures_total") >= failures_before + 2
     with pytest.raises(grpc.RpcError) as error:
         models.ActivateModel(models_pb2.ActivateModelRequest(version=forged), metadata=ADMIN, timeout=10)
     assert error.value.code() == grpc.StatusCode.DATA_LOSS
-
-
-def load_failures(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port + METRICS_OFFSET}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(float(v) for v in re.findall(r"^digits_model_load_failures_total\{[^}]*\} (\S+)$", text, re.M))
