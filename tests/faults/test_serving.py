@@ -5,16 +5,19 @@ Each case runs a load of 32 concurrent Predict clients through the gateway and p
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 import signal
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 
 from digits.healthcheck import is_serving
-from digits.registry import Registry, blob_key, serialize
+from digits.registry import Registry, blob_key, model_key, serialize
 from digits.signing import SigningKey, Verifier
 from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc
@@ -138,24 +141,43 @@ def test_racing_promotions_have_one_winner(stack: LocalStack, models: models_pb2
         assert log[0].from_version == log[1].to_version
 
 
+class RunsOnUnpickling:
+    """Pickles as a call of os.system that touches ``marker``: unpickling it runs that command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "bad signature", "another key"])
 def test_corrupt_or_forged_models_are_never_served(
-    stack: LocalStack, models: models_pb2_grpc.ModelsStub, damage: str
+    stack: LocalStack, models: models_pb2_grpc.ModelsStub, damage: str, tmp_path: Path
 ) -> None:
+    """A model whose blob was cut short, whose record and signature were rewritten, or that was signed with a key no
+    service trusts, is never unpickled, let alone served: each forgery runs code as it is unpickled, and it never
+    ran, though the replicas tried to load it and the old model kept answering."""
     serving = active(models)
     forged = train(stack, seed=10 + len(damage))
+    marker = tmp_path / "unpickled"  # absolute: the payload runs in the replicas, as this user, elsewhere
+    # The payload first, ballast after it: pickle runs os.system as soon as it reads the call, so a blob cut
+    # anywhere in the ballast still runs it before it fails.
+    hostile = serialize([RunsOnUnpickling(marker), bytes(64 * 1024)])
     client = stack.redis_client()
-    blob = client.get(blob_key(forged))
-    assert isinstance(blob, bytes)
     if damage == "truncated":
-        client.set(blob_key(forged), blob[: len(blob) // 2])
+        # The record is the trainer's, intact: only its blob size and digest tell that this blob is not its blob.
+        client.set(blob_key(forged), hostile[: len(hostile) // 2])
     elif damage == "bad signature":
-        client.hset(f"digits:model:{forged}", "signature", "A" * 88)
+        # Blob, digest and size replaced together, as one who can write to Redis could: only the signature tells.
+        client.set(blob_key(forged), hostile)
+        client.hset(model_key(forged), mapping={"sha256": hashlib.sha256(hostile).hexdigest(),
+                                                "blob_size": len(hostile), "signature": "A" * 88})
     else:
         # Whoever can write to Redis, signing with a key of their own: no service trusts it.
         forger = Registry(client, Verifier([]), SigningKey.generate())
-        record = forger.register(serialize({"not": "a model"}), kind="svc", params={}, metrics={}, dataset={},
-                                 split={}, fitted_on="split", served_check={"passed": True})
+        record = forger.register(hostile, kind="svc", params={}, metrics={}, dataset={}, split={},
+                                 fitted_on="split", served_check={"passed": True})
         forged = record.version
     failures_before = replicas_metric(stack, "digits_model_load_failures_total")
     registry = stack.registry()
@@ -166,7 +188,8 @@ def test_corrupt_or_forged_models_are_never_served(
     load.report(f"forged model ({damage})")
     assert not load.failures()
     assert {c.version for c in load.calls} == {serving}
-    assert replicas_metric(stack, "digits_model_load_failures_total") >= failures_before + 2
+    assert replicas_metric(stack, "digits_model_load_failures_total") >= failures_before + 2  # both replicas tried
+    assert not marker.exists(), "a replica unpickled the forged model: its payload ran"
     with pytest.raises(grpc.RpcError) as error:
         models.ActivateModel(models_pb2.ActivateModelRequest(version=forged), metadata=ADMIN, timeout=10)
     assert error.value.code() == grpc.StatusCode.DATA_LOSS
