@@ -6,6 +6,7 @@ Each case runs a load of 32 concurrent Predict clients through the gateway and p
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shlex
 import signal
@@ -27,6 +28,12 @@ from tests.stacks import replica_metric, replicas_metric, running_process_groups
 
 RECOGNIZER = "digits.v1.Recognizer"
 SWAP_LAG_SECONDS = 2.0  # pub/sub + fetch + verify + warm of the sample model, with margin
+# How long after an activation returns a replica may still answer with the version it replaced: the event over
+# pub/sub, then fetch, verify, unpickle and warm of a 1,000-digit model. Under the hot-swap load on two busy cores,
+# replicas logged "serving model" 5-65 ms after the gateway logged "model activated"; the bound leaves room for a
+# slower machine, and stays well under SWAP_EVERY_SECONDS so that most answers have a single version to match.
+PROPAGATION_SECONDS = 0.5
+SWAP_EVERY_SECONDS = 1.25
 
 
 def train(stack: LocalStack, seed: int) -> str:
@@ -52,30 +59,48 @@ def wait_for(check: object, what: str, timeout: float = 30) -> None:
 
 
 def test_hot_swap_under_load(stack: LocalStack, models: models_pb2_grpc.ModelsStub) -> None:
+    """Activations and rollbacks under load drop no call, and each answer comes from a version that was active
+    during that call, or had stopped being active at most PROPAGATION_SECONDS before it began."""
     first = active(models)
     second = train(stack, seed=1)
-    history: list[tuple[float, str]] = [(0.0, first)]
+    # (called, returned, version) per activation, on the load's clock: the pointer moved at an instant in between.
+    history: list[tuple[float, float, str]] = [(-math.inf, -math.inf, first)]
     with Load(stack.ports.gateway, clients=32) as load:
-        for i in range(20):
+        for i in range(12):
+            called = time.monotonic()
             if i % 2 == 0:
                 done = models.ActivateModel(models_pb2.ActivateModelRequest(version=second, reason="fault test"),
                                             metadata=ADMIN, timeout=10)
             else:
                 done = models.Rollback(models_pb2.RollbackRequest(reason="fault test"), metadata=ADMIN, timeout=10)
-            history.append((time.monotonic(), done.active_version))
-            time.sleep(0.3)
-        time.sleep(SWAP_LAG_SECONDS)
-    load.report("hot swap: 20 activations and rollbacks, 32 clients")
+            history.append((called, time.monotonic(), done.active_version))
+            time.sleep(SWAP_EVERY_SECONDS)
+    load.report("hot swap: 12 activations and rollbacks, 32 clients")
     assert not load.failures(), load.failures()[:5]
 
-    def active_during(start: float, end: float) -> set[str]:
-        versions = {v for t, v in history if start - SWAP_LAG_SECONDS <= t <= end}
-        before = [v for t, v in history if t < start - SWAP_LAG_SECONDS]
-        return versions | set(before[-1:])
+    def answerable(start: float, end: float) -> set[str]:
+        """The versions that may answer a call that ran from ``start`` to ``end``.
 
-    wrong = [c for c in load.calls if c.version not in active_during(c.start, c.end)]
-    assert not wrong, f"{len(wrong)} answers came from a version that was not active during the call"
+        Activation k made its version active at an instant in [called_k, returned_k], and the next one ended that
+        at an instant in [called_k+1, returned_k+1]. A replica loads a version only once the pointer names it, so
+        never answers with it before called_k; it hears of the next activation over pub/sub and swaps once the new
+        model is loaded and warm, so it may keep answering with version k until PROPAGATION_SECONDS after
+        returned_k+1, and no longer. Version k may therefore answer the call if [called_k, returned_k+1 +
+        PROPAGATION_SECONDS] meets [start, end]. A version never activated here is never answerable.
+        """
+        ends = [returned for _, returned, _ in history[1:]] + [math.inf]
+        return {version for (called, _, version), until in zip(history, ends, strict=True)
+                if called <= end and start <= until + PROPAGATION_SECONDS}
+
+    answered = [(c, answerable(c.start, c.end)) for c in load.calls]
+    wrong = [(c.version, sorted(allowed)) for c, allowed in answered if c.version not in allowed]
+    decisive = sum(len(allowed) == 1 for _, allowed in answered)
+    print(f"[hot swap] {decisive} of {len(answered)} answers had a single version they could come from; "
+          f"{len(wrong)} came from another")
+    assert not wrong, f"{len(wrong)} answers came from a version not active during the call, e.g. {wrong[:3]}"
     assert {c.version for c in load.calls} == {first, second}
+    # Else the check above says little: a call whose window holds both versions passes with either.
+    assert decisive >= len(answered) / 3
 
 
 def test_replica_loss_under_load(stack: LocalStack) -> None:
