@@ -16,10 +16,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from digits.platform.healthcheck import is_serving
+from digits.platform.registry import Registry, blob_key, model_key, serialize
+from digits.platform.signing import SigningKey, Verifier
 
-from digits.healthcheck import is_serving
-from digits.registry import Registry, blob_key, model_key, serialize
-from digits.signing import SigningKey, Verifier
 from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc
 from tests.faults.conftest import ADMIN

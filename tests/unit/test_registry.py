@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from digits.platform.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key, serialize
+from digits.platform.signing import SigningKey, Verifier
 
 from digits.errors import FailedPrecondition, IntegrityError, NotFound, NotServable
-from digits.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key, serialize
-from digits.signing import SigningKey, Verifier
 
 KEY = SigningKey.generate()
 CHECKED = {"passed": True, "class": "test", "rows": 0}
