@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shlex
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,6 +16,7 @@ from digits.errors import FailedPrecondition, IntegrityError, NotFound, NotServa
 from digits.modelling import storage
 from digits.platform.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key
 from digits.platform.signing import SigningKey, Verifier
+from services.inference.active_model import load_and_warm
 
 KEY = SigningKey.generate()
 CHECKED = {"passed": True, "class": "test", "rows": 0}
@@ -20,6 +25,16 @@ CHECKED = {"passed": True, "class": "test", "rows": 0}
 @pytest.fixture
 def registry(redis_client: redis.Redis) -> Registry:
     return Registry(redis_client, Verifier([KEY.public]), KEY)
+
+
+class RunsOnUnpickling:
+    """Pickles as a call of os.system that touches ``marker``: unpickling it runs that command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
 def register(registry: Registry, payload: object = "model", served_check: dict[str, object] = CHECKED) -> str:
@@ -57,13 +72,20 @@ def test_verify_returns_the_registered_record_and_bytes(registry: Registry) -> N
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "other-key", "missing"])
-def test_damaged_blobs_are_never_unpickled(registry: Registry, redis_client: redis.Redis, damage: str) -> None:
-    version = register(registry)
+def test_damaged_blobs_are_never_unpickled(registry: Registry, redis_client: redis.Redis, damage: str,
+                                           tmp_path: Path) -> None:
+    """A blob with a byte flipped or cut short, or signed by a key this registry does not trust, is refused before
+    it is unpickled, loaded as every replica loads a version (``load_and_warm``): the blob runs code as it is
+    unpickled, and that code never ran."""
+    marker = tmp_path / "unpickled"
+    # The payload first, ballast after it: pickle runs os.system as soon as it reads the call, so damage anywhere
+    # in the ballast leaves a blob that still runs it.
+    version = register(registry, payload=(RunsOnUnpickling(marker), "ballast " * 64))
     stored = redis_client.get(blob_key(version)) or b""
     assert isinstance(stored, bytes)  # the client does not decode responses
     blob = bytearray(stored)
     if damage == "flip":
-        blob[-5] ^= 1
+        blob[stored.index(b"ballast") + 3] ^= 1  # still a pickle that runs the payload: "balmast ballast ..."
         redis_client.set(blob_key(version), bytes(blob))
     elif damage == "truncate":
         redis_client.set(blob_key(version), bytes(blob[:-10]))
@@ -71,20 +93,23 @@ def test_damaged_blobs_are_never_unpickled(registry: Registry, redis_client: red
         redis_client.delete(blob_key(version))
     trusting_another_key = Registry(redis_client, Verifier([SigningKey.generate().public]))
     with pytest.raises(IntegrityError):
-        (trusting_another_key if damage == "other-key" else registry).verify(version)
+        load_and_warm(trusting_another_key if damage == "other-key" else registry, version)
+    assert not marker.exists(), "the damaged blob was unpickled: its payload ran"
 
 
-def test_forged_blob_with_matching_digest_is_refused(registry: Registry, redis_client: redis.Redis) -> None:
-    """Replacing blob and digest together is not enough: the signature needs the key."""
-    import hashlib
-
+def test_forged_blob_with_matching_digest_is_refused(registry: Registry, redis_client: redis.Redis,
+                                                     tmp_path: Path) -> None:
+    """Replacing blob and digest together is not enough: the signature needs the key, and the forged blob, which
+    runs code as it is unpickled, is never unpickled."""
+    marker = tmp_path / "unpickled"
     version = register(registry)
-    forged = storage.dump({"payload": "evil"})
+    forged = storage.dump({"payload": RunsOnUnpickling(marker)})
     redis_client.set(blob_key(version), forged)
     redis_client.hset(model_key(version), mapping={"sha256": hashlib.sha256(forged).hexdigest(),
                                                    "blob_size": len(forged)})
     with pytest.raises(IntegrityError, match="signature"):
-        registry.verify(version)
+        load_and_warm(registry, version)
+    assert not marker.exists(), "the forged blob was unpickled: its payload ran"
 
 
 def test_the_signature_covers_the_record_not_only_the_blob(registry: Registry, redis_client: redis.Redis) -> None:
