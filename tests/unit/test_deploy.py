@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from digits.platform.healthcheck import worker_alive
 
-from digits.healthcheck import worker_alive
 from digits.stack import compose, secrets
 from digits.stack.local import local_env
 
@@ -338,7 +338,7 @@ def test_probes_tell_ready_from_alive_and_the_shutdown_fits_its_grace_period() -
 def test_the_trainer_is_probed_by_its_worker_heartbeat_like_in_compose() -> None:
     trainer = pod_spec("trainer")["containers"][0]
     compose_test = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["trainer"]["healthcheck"]
-    command = ["python", "-m", "digits.healthcheck", "--worker"]
+    command = ["python", "-m", "digits.platform.healthcheck", "--worker"]
     assert compose_test["test"] == ["CMD", *command]
     assert trainer["livenessProbe"]["exec"]["command"] == command
     assert trainer["startupProbe"]["exec"]["command"] == command
@@ -371,10 +371,11 @@ def test_the_worker_check_finds_this_hosts_live_worker_only() -> None:
 def test_the_worker_check_names_what_rq_and_the_trainer_name() -> None:
     import inspect
 
+    from digits.platform import healthcheck
+    from digits.training import jobs
     from rq.worker import Worker
     from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-    from digits import healthcheck, jobs
     from services.trainer import __main__ as trainer
 
     assert Worker.redis_worker_namespace_prefix == healthcheck.RQ_WORKER_KEY_PREFIX

@@ -45,7 +45,7 @@ def tracked_text_files() -> list[Path]:
 
 
 def module_exists(name: str) -> bool:
-    """``digits.registry`` and ``digits.registry.Registry`` exist; ``digits.grpc_errors`` does not."""
+    """``digits.platform.registry`` and ``digits.platform.registry.Registry`` exist; ``digits.grpc_errors`` does not."""
     parts = name.split(".")
     for cut in range(len(parts), 0, -1):
         path = REPO.joinpath(*parts[:cut])
@@ -114,7 +114,7 @@ def test_every_pointer_in_docs_and_docstrings_names_something_that_exists() -> N
 def test_the_check_finds_what_the_old_tree_got_wrong() -> None:
     assert dangling("errors map to status codes in one place (``digits.grpc_errors``)") == ["digits.grpc_errors"]
     assert dangling("the contracts in docs/DESIGN.md") == ["docs/DESIGN.md"]
-    assert dangling("see digits/registry.py and docs/architecture.md") == []
+    assert dangling("see digits/platform/registry.py and docs/architecture.md") == []
     # A test that moved to another file, and one renamed: the file alone is no proof.
     moved = "`tests/unit/test_stack_compose.py::test_each_service_gets_only_its_own_secrets`"
     assert dangling(moved) == [moved.strip("`")]
