@@ -21,6 +21,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from digits.stack.local import LocalStack
+from tests.ci import on_ci
 from tests.integration.digits_data import held_out
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,11 +36,13 @@ LAUNCH_ARGS = [
     "--disable-quic",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]
-# The first two held-out digits of every class are traced with the mouse: 20 drawings.
+# The first two held-out digits of every class are traced with the mouse: 20 drawings, every one read right but the
+# one named here.
 DRAWN_PER_CLASS = 2
-# Measured with the stack's first model: 17 of these 20 read correctly (56 of 60 with six per class). The
-# misses come from the tracing: a 0 whose loop is open above 128 and a 2 whose loop thins to a spur.
-MIN_DRAWN_CORRECT = 16
+# By its index in held_out(): the first held-out 0 (index 2), which its writer left open at the top, two blank
+# pixels wide at any threshold. Its one-pixel skeleton is a "U", which the stack's first model reads as 4
+# (measured: the other 19 read right). Any other drawing read wrong fails the test.
+TOLERATED_DRAWINGS = {2: "a 0 left open at the top: traced, it is a U"}
 IDLE = "document.getElementById('result').getAttribute('aria-busy') === 'false'"
 
 # A file delivered the way a drop or a paste delivers it: a DataTransfer on a DragEvent or ClipboardEvent.
@@ -55,7 +58,10 @@ DELIVER = """([kind, data, name]) => {
 
 Stroke = list[tuple[float, float]]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+# A developer's box without Chromium skips these tests; CI (CI=true, as .ci/run runs) must run them, so there a
+# missing Chromium fails the run (the browser fixture) instead of skipping quietly.
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not on_ci(),
+                                reason=f"needs Debian's chromium at {CHROMIUM} (with CI=true, its absence fails)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +208,8 @@ def screenshot(page: Page, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():  # only on CI: anywhere else the module is skipped
+        pytest.fail(f"CI=true but {CHROMIUM} is missing: the browser tests must run on CI (.ci/run installs chromium)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
         try:
@@ -255,7 +263,10 @@ def test_drawing_page_in_a_real_browser(stack: LocalStack, browser: Browser, tmp
     correct = sum(str(label) == shown for label, shown in outcomes)
     print(f"drawn digits read correctly: {correct} of {len(outcomes)} (expected, shown): {outcomes}")
     screenshot(page, "drawn.png")
-    assert correct >= MIN_DRAWN_CORRECT, outcomes
+    assert set(TOLERATED_DRAWINGS) <= set(chosen), "a tolerated drawing must be one that is drawn"
+    wrong = [(index, label, shown) for index, (label, shown) in zip(chosen, outcomes, strict=True)
+             if str(label) != shown and index not in TOLERATED_DRAWINGS]
+    assert not wrong, f"drawings read wrong (held-out index, expected, shown): {wrong}"
 
     # 1b. Sketch clean, round, font-like digits, as people draw them (not as MNIST's writers did).
     sketched: list[tuple[str, str]] = []

@@ -1,5 +1,5 @@
-"""Docs and docstrings cannot point at what does not exist: every file path and every ``digits.``/``services.``/
-``bench.``/``tests.`` module they name is there."""
+"""Docs and docstrings cannot point at what does not exist: every file path, every ``digits.``/``services.``/
+``bench.``/``tests.`` module and every test (``file.py::test_name``) they name is there."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ MODULE = re.compile(r"(?<![\w.])((?:digits|services|bench|tests)(?:\.[a-z_][a-z0
 GENERATED = ("digits/v1", "digits/oip")  # written by `make protos`, not committed
 IGNORED_SUFFIXES = (".log", ".json", ".png", ".acl", ".env", ".tmp")
 FILE_SUFFIXES = (".json", ".yaml", ".yml", ".py", ".md", ".png", ".egg")  # digits.json is a file, not a module
+# A test: its file (a path, or in a suite's own table the bare file name, found under tests/), then "::" and the
+# names in it, parametrized ids aside: `tests/unit/test_x.py::test_y`, `test_x.py::test_y[an id]`, `test_x.py::C::f`.
+TEST_ID = r"(?:\[[^\]`\n]*\])?"
+TEST_POINTER = re.compile(rf"(?<![\w./-])((?:(?:{'|'.join(ROOTS)})/[\w./-]*/)?test_\w+\.py)((?:::\w+{TEST_ID})+)")
+# "`file.py::test_y`, `test_z`": more tests of the same file, listed after it.
+SAME_FILE = re.compile(rf"`(?:,\s*|\s+and\s+)`(test_\w+){TEST_ID}`")
 
 
 def prose(path: Path) -> str:
@@ -55,8 +61,36 @@ def module_exists(name: str) -> bool:
     return False
 
 
-def dangling(text: str) -> list[str]:
+def defined_names(path: Path) -> set[str]:
+    """Every function and class a Python file defines, at any depth."""
+    tree = ast.parse(path.read_text())
+    return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+
+
+def pointed_files(name: str) -> list[Path]:
+    """The file a test pointer names: a path from the repository's root, or a bare name found under tests/."""
+    if "/" in name:
+        return [REPO / name] if (REPO / name).is_file() else []
+    return sorted((REPO / "tests").rglob(name))
+
+
+def dangling_tests(text: str) -> list[str]:
+    """``file.py::name`` pointers whose file does not define the name (or does not exist)."""
     missing = []
+    for found in TEST_POINTER.finditer(text):
+        file, names = found.group(1), [re.sub(r"\[.*", "", n) for n in found.group(2).split("::")[1:]]
+        end = found.end()
+        while more := SAME_FILE.match(text, end):
+            names.append(more.group(1))
+            end = more.end() - 1  # at its closing backtick, where the next one may follow
+        files = pointed_files(file)
+        missing += [f"{file}::{name}" for name in names
+                    if not any(name in defined_names(path) for path in files)]
+    return missing
+
+
+def dangling(text: str) -> list[str]:
+    missing = dangling_tests(text)
     for found in PATH.findall(text):
         path = found.rstrip("/.")
         if path.startswith(GENERATED) or path.endswith(IGNORED_SUFFIXES) or "*" in path:
@@ -81,6 +115,16 @@ def test_the_check_finds_what_the_old_tree_got_wrong() -> None:
     assert dangling("errors map to status codes in one place (``digits.grpc_errors``)") == ["digits.grpc_errors"]
     assert dangling("the contracts in docs/DESIGN.md") == ["docs/DESIGN.md"]
     assert dangling("see digits/platform/registry.py and docs/architecture.md") == []
+    # A test that moved to another file, and one renamed: the file alone is no proof.
+    moved = "`tests/unit/test_stack_compose.py::test_each_service_gets_only_its_own_secrets`"
+    assert dangling(moved) == [moved.strip("`")]
+    assert dangling(moved.replace("compose", "local")) == []
+    listed = "`test_serving.py::test_hot_swap_under_load`, `test_replica_loss_under_load` and `test_hot_swap`"
+    assert dangling(listed) == ["test_serving.py::test_hot_swap"]
+    assert dangling("`test_pointers.py::test_the_check_finds_what_the_old_tree_got_wrong[an id]`") == []
+    assert dangling("`test_pointers.py::test_the_check_finds_what_the_old_tree_got_wrong[id]`, `test_gone`") == [
+        "test_pointers.py::test_gone"]
+    assert dangling("`test_nowhere.py::test_x`") == ["test_nowhere.py::test_x"]
 
 
 def folders_in_the_readme_table() -> set[str]:
