@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from digits.client import types
 from digits.client.errors import InvalidInputError, UnavailableError
 from digits.mnist import N_PIXELS, SHAPE
-from digits.settings import Settings, get_settings
+from digits.settings import ClientSettings, get_client_settings
 from digits.v1 import (
     models_pb2,
     models_pb2_grpc,
@@ -84,8 +84,8 @@ class Connection:
     @classmethod
     def resolve(cls, target: str | None = None, *, tls_ca_file: str | os.PathLike[str] | None = None,
                 insecure: bool | None = None, token: str | None = None, timeout: float | None = None,
-                settings: Settings | None = None) -> Connection:
-        settings = settings or get_settings()
+                settings: ClientSettings | None = None) -> Connection:
+        settings = settings or get_client_settings()
         target = target or settings.gateway
         # A choice made here wins over the settings': insecure=True leaves DIGITS_TLS_CA_FILE aside, a CA file
         # DIGITS_INSECURE. The same level saying both is a contradiction.
@@ -128,7 +128,7 @@ class Connected(Generic[ChannelT]):
 
     def __init__(self, target: str | None = None, *, tls_ca_file: str | os.PathLike[str] | None = None,
                  insecure: bool | None = None, token: str | None = None, timeout: float | None = None,
-                 settings: Settings | None = None) -> None:
+                 settings: ClientSettings | None = None) -> None:
         self.connection = Connection.resolve(target, tls_ca_file=tls_ca_file, insecure=insecure, token=token,
                                              timeout=timeout, settings=settings)
         self._channel: ChannelT = self._open(self.connection.target, self.connection.credentials(),

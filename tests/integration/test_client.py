@@ -26,7 +26,7 @@ from digits.client import (
 )
 from digits.client.errors import DeadlineExceededError
 from digits.platform.healthcheck import is_serving
-from digits.settings import Settings, process_environment
+from digits.settings import ClientSettings, process_environment
 from digits.stack.local import RECOGNIZER, LocalStack
 from tests.gates import GATE_PASSED, WEAK_KNN
 from tests.integration.digits_data import as_png, held_out
@@ -98,7 +98,7 @@ def test_predict_one_many_and_pixels(client: Client, fresh: LocalStack, tmp_path
     assert seen.model_input is not None and len(seen.model_input) == 784
 
     # Ten digits with a batch limit of four: three PredictBatch calls, answered in order, one version.
-    with Client(fresh.ports.gateway, settings=Settings(max_batch_items=4)) as small_batches:
+    with Client(fresh.ports.gateway, settings=ClientSettings(max_batch_items=4)) as small_batches:
         rows = small_batches.predict_many(pixels)
         files = small_batches.predict_many([as_png(p) for p in pixels[:5]])
     assert [r.digit for r in rows] == [client.predict(p).digit for p in pixels]

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from digits.client import calls, errors
 from digits.client.calls import Connection, is_loopback
-from digits.settings import DEV_ADMIN_TOKEN, Settings
+from digits.settings import DEV_ADMIN_TOKEN, ClientSettings
 from digits.v1 import training_pb2
 
 
@@ -67,8 +67,8 @@ def test_one_image_and_many_are_not_confused() -> None:
         calls.predict_request(7)  # type: ignore[arg-type]
 
 
-def settings(**fields: Any) -> Settings:
-    return Settings(**fields)
+def settings(**fields: Any) -> ClientSettings:
+    return ClientSettings(**fields)
 
 
 @pytest.mark.parametrize(("target", "loopback"), [

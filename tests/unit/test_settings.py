@@ -4,12 +4,22 @@ refused outside local mode."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from digits.settings import DEV_ADMIN_TOKEN, Settings, markdown_table, table_in
+from digits.settings import (
+    DEV_ADMIN_TOKEN,
+    READERS,
+    SERVICES,
+    ClientSettings,
+    Settings,
+    markdown_table,
+    readers,
+    table_in,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,8 +30,24 @@ def test_the_readme_configuration_table_is_the_settings() -> None:
                                       "`python -m digits.settings --update README.md`"
 
 
-def test_every_setting_is_described() -> None:
-    assert all(field.description for field in Settings.model_fields.values())
+def test_every_setting_is_described_with_its_readers() -> None:
+    fields = {**Settings.model_fields, **ClientSettings.model_fields}
+    assert all(field.description for field in fields.values())
+    for name in fields:
+        named = readers(name).split(", ")
+        assert named and set(named) <= set(READERS), (name, named)
+        assert ("CLI and client" in named) == (name in ClientSettings.model_fields), name
+        assert bool(set(named) & {*SERVICES, "make up"}) == (name in Settings.model_fields), name
+
+
+def test_the_client_and_the_cli_read_their_own_settings() -> None:
+    """Only the variables they use: a client machine needs none of the services' settings or secrets."""
+    sources = [*sorted((REPO / "digits" / "client").glob("*.py")), REPO / "digits" / "cli.py"]
+    reads = [f"{path.relative_to(REPO)}: {name}" for path in sources for name in ("Settings", "get_settings")
+             if re.search(rf"(?<![\w.]){name}\b", path.read_text())]
+    assert not reads, reads
+    assert set(ClientSettings.model_fields) & set(Settings.model_fields) == {"admin_token", "max_image_bytes",
+                                                                            "max_batch_items"}
 
 
 def strong(**overrides: object) -> Settings:
