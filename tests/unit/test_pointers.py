@@ -111,6 +111,14 @@ def test_every_pointer_in_docs_and_docstrings_names_something_that_exists() -> N
     assert not problems, f"pointers to files or modules that do not exist: {problems}"
 
 
+def test_the_development_guide_names_the_files_of_each_step() -> None:
+    """docs/development.md is a list of files to touch: the check above covers it only while it names them as paths."""
+    named = set(PATH.findall((REPO / "docs" / "development.md").read_text()))
+    assert len(named) >= 30, sorted(named)
+    assert {"digits/training/recipes.py", "digits/modelling/storage.py", "digits/client/calls.py",
+            "digits/settings.py", "tests/faults/load.py"} <= named
+
+
 def test_the_check_finds_what_the_old_tree_got_wrong() -> None:
     assert dangling("errors map to status codes in one place (``digits.grpc_errors``)") == ["digits.grpc_errors"]
     assert dangling("the contracts in docs/DESIGN.md") == ["docs/DESIGN.md"]
