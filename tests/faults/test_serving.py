@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shlex
 import signal
 import threading
 import time
@@ -25,6 +24,7 @@ from digits.stack.local import LocalStack
 from digits.v1 import models_pb2, models_pb2_grpc
 from tests.faults.conftest import ADMIN
 from tests.faults.load import Load
+from tests.payloads import RunsOnUnpickling
 from tests.stacks import replica_metric, replicas_metric, running_process_groups
 
 RECOGNIZER = "digits.v1.Recognizer"
@@ -165,16 +165,6 @@ def test_racing_promotions_have_one_winner(stack: LocalStack, models: models_pb2
     assert len(log) == len(winners)
     if len(winners) == 2:
         assert log[0].from_version == log[1].to_version
-
-
-class RunsOnUnpickling:
-    """Pickles as a call of os.system that touches ``marker``: unpickling it runs that command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "bad signature", "another key"])

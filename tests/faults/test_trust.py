@@ -4,7 +4,6 @@ promotes, weak secrets are refused outside local mode, and old blobs are pruned.
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from services.trainer.retrain import JobSetup, promote
 from tests.faults.conftest import ADMIN, TRAINING_TOKEN, extra_replica
 from tests.gates import GATE_PASSED, WEAK_KNN
 from tests.integration.digits_data import held_out
+from tests.payloads import RunsOnUnpickling
 
 RECOGNIZER = "digits.v1.Recognizer"
 WEAK = {"candidates": ["knn"], "params": {"knn": WEAK_KNN}, "no_final_fit": True}  # tests/gates.py
@@ -160,14 +160,6 @@ def plant(stack: LocalStack, payload: bytes) -> str:
     Queue("training", connection=client).enqueue_job(job)
     client.zadd("digits:jobs", {job.id: time.time()})  # so that the gateway lists it too
     return job.id
-
-
-class RunsOnUnpickling:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_a_planted_job_runs_no_code_anywhere(stack: LocalStack, tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shlex
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ from digits.modelling import storage
 from digits.platform.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key
 from digits.platform.signing import SigningKey, Verifier
 from services.inference.active_model import load_and_warm
+from tests.payloads import RunsOnUnpickling
 
 KEY = SigningKey.generate()
 CHECKED = {"passed": True, "class": "test", "rows": 0}
@@ -25,16 +24,6 @@ CHECKED = {"passed": True, "class": "test", "rows": 0}
 @pytest.fixture
 def registry(redis_client: redis.Redis) -> Registry:
     return Registry(redis_client, Verifier([KEY.public]), KEY)
-
-
-class RunsOnUnpickling:
-    """Pickles as a call of os.system that touches ``marker``: unpickling it runs that command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
 def register(registry: Registry, payload: object = "model", served_check: dict[str, object] = CHECKED) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from digits.modelling.model import ServedModel, ready_to_serve
 from digits.training import datasets
 from digits.training.candidates import CANDIDATES, resolve
 from services.trainer.comparison import fit_base, fit_ensemble
+from tests.payloads import RunsOnUnpickling
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stored_models"
 ANSWERS = json.loads((FIXTURES / "answers.json").read_text())
@@ -61,14 +61,6 @@ def test_every_recipe_stores_and_loads_within_the_allowlist(mnist_sample: datase
         assert isinstance(loaded, ServedModel), name
         loaded.prepare()
         np.testing.assert_array_equal(loaded.predict(split.x_val)[0], fitted.model.predict(split.x_val)[0])
-
-
-class RunsOnUnpickling:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return os.system, (f"touch {self.marker}",)
 
 
 @pytest.mark.parametrize("payload", ["code", "builtin", "numpy function"])
