@@ -1,6 +1,10 @@
 """Who may do what in Redis: one ACL user per service, least privilege, rendered into Redis' ACL file.
 
-- ``default`` (no credentials): PING only, for health checks. Nothing else without a password.
+- ``default``: disabled, so a client without credentials can run nothing (NOAUTH). Its permissions are all
+  commands and keys all the same, because Redis replays its append-only file as ``default``: every MULTI/EXEC in
+  the file (each registry write, each RQ enqueue) is checked again against that user's permissions on replay, and
+  a restricted ``default`` made Redis 7 drop every transaction on restart while it kept the plain writes
+  (redis/redis#14541, fixed only in later releases). Nobody can log in as it.
 - ``inference``: reads the registry and follows ``digits:events``; publishes its own status on
   ``digits:replicas``. It cannot write a single key, so a compromised replica cannot change what serves.
 - ``gateway``: reads the registry, moves the active pointer (activate, rollback, pins), enqueues and stops
@@ -38,6 +42,8 @@ RULES: dict[str, str] = {
     "admin": "~* &* +@all",
 }
 USERS = tuple(RULES)
+# Disabled, no password: no client can use it; all permissions, for the append-only file's replay (above).
+DEFAULT_USER = "user default off resetkeys resetchannels ~* &* +@all"
 SERVICE_USERS = ("gateway", "inference", "trainer")
 
 
@@ -50,11 +56,11 @@ def new_password() -> str:
 
 
 def acl_file(passwords: Mapping[str, str]) -> str:
-    """The ACL file: every user of RULES with its password's hash; unauthenticated clients may only PING."""
+    """The ACL file: every user of RULES with its password's hash; the disabled ``default`` (module docstring)."""
     missing = [user for user in USERS if not passwords.get(user)]
     if missing:
         raise ValueError(f"no Redis password for {', '.join(missing)}")
-    lines = ["user default on nopass resetkeys resetchannels -@all +ping"]
+    lines = [DEFAULT_USER]
     for user, rules in RULES.items():
         digest = hashlib.sha256(passwords[user].encode()).hexdigest()
         lines.append(f"user {user} on #{digest} resetkeys resetchannels {rules}")

@@ -31,6 +31,7 @@ from tests.faults.conftest import ADMIN, TRAINING_TOKEN, extra_replica
 from tests.gates import GATE_PASSED, WEAK_KNN
 from tests.integration.digits_data import held_out
 from tests.payloads import RunsOnUnpickling
+from tests.stacks import redis_version
 
 RECOGNIZER = "digits.v1.Recognizer"
 WEAK = {"candidates": ["knn"], "params": {"knn": WEAK_KNN}, "no_final_fit": True}  # tests/gates.py
@@ -190,14 +191,14 @@ def test_a_planted_job_runs_no_code_anywhere(stack: LocalStack, tmp_path: Path) 
 
 
 def test_redis_users_have_least_privilege(stack: LocalStack) -> None:
-    """Each ACL user is refused, by the ACL (NOPERM), what its service has no business doing; a wrong password is
-    refused as authentication."""
+    """A client without credentials can run nothing (NOAUTH); each ACL user is refused, by the ACL (NOPERM), what
+    its service has no business doing; a wrong password is refused as authentication."""
     anonymous = redis.Redis(port=stack.ports.redis)
-    assert anonymous.ping()  # health checks need nothing else
+    for command, args in (("ping", ()), ("set", (ACTIVE_KEY, "v666")), ("get", (ACTIVE_KEY,))):
+        with pytest.raises(redis.exceptions.AuthenticationError, match="NOAUTH"):
+            getattr(anonymous, command)(*args)
     refusals = []
     attempts = [
-        (anonymous, "set", (ACTIVE_KEY, "v666")),
-        (anonymous, "get", (ACTIVE_KEY,)),
         (stack.redis_client("inference"), "set", (ACTIVE_KEY, "v666")),
         (stack.redis_client("inference"), "delete", (blob_key("v1"),)),
         (stack.redis_client("inference"), "rpush", ("rq:queue:training", "planted")),
@@ -211,11 +212,12 @@ def test_redis_users_have_least_privilege(stack: LocalStack) -> None:
             getattr(client, command)(*args)
         refusals.append(command)
     assert stack.redis_client("inference").get(ACTIVE_KEY)  # reading the registry is what it is for
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=stack.ports.redis, username="admin", password="guessed").ping()
-    server = stack.redis_client().info("server")["redis_version"]
-    print(f"[redis ACL] {len(refusals)} writes and admin commands refused with NOPERM for users without the right, "
-          f"a wrong password refused as authentication, against redis-server {server}")
+    for user, password in (("admin", "guessed"), ("default", "")):  # default is disabled: nobody logs in as it
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=stack.ports.redis, username=user, password=password).ping()
+    print(f"[redis ACL] 3 commands without credentials refused (NOAUTH); {len(refusals)} writes and admin commands "
+          f"refused with NOPERM for users without the right; a wrong password and the disabled default user refused "
+          f"as authentication; against redis-server {redis_version(stack)}")
 
 
 def test_a_training_token_never_changes_the_active_model(stack: LocalStack, models: models_pb2_grpc.ModelsStub) -> None:

@@ -16,7 +16,7 @@ PASSWORDS = {user: f"{user}-secret-password" for user in USERS}
 def test_every_user_gets_its_rules_and_only_a_hash_of_its_password() -> None:
     text = acl_file(PASSWORDS)
     lines = text.splitlines()
-    assert lines[0] == "user default on nopass resetkeys resetchannels -@all +ping"
+    assert lines[0] == "user default off resetkeys resetchannels ~* &* +@all"  # nobody logs in as default
     assert len(lines) == 1 + len(USERS) and text.endswith("\n")
     for user, line in zip(USERS, lines[1:], strict=True):
         digest = hashlib.sha256(PASSWORDS[user].encode()).hexdigest()
