@@ -194,9 +194,11 @@ def test_redis_users_have_least_privilege(stack: LocalStack) -> None:
     """A client without credentials can run nothing (NOAUTH); each ACL user is refused, by the ACL (NOPERM), what
     its service has no business doing; a wrong password is refused as authentication."""
     anonymous = redis.Redis(port=stack.ports.redis)
-    for command, args in (("ping", ()), ("set", (ACTIVE_KEY, "v666")), ("get", (ACTIVE_KEY,))):
+    anonymous_attempts: list[tuple[str, tuple[str, ...]]] = [("ping", ()), ("set", (ACTIVE_KEY, "v666")),
+                                                             ("get", (ACTIVE_KEY,))]
+    for anonymous_command, anonymous_args in anonymous_attempts:
         with pytest.raises(redis.exceptions.AuthenticationError, match="NOAUTH"):
-            getattr(anonymous, command)(*args)
+            getattr(anonymous, anonymous_command)(*anonymous_args)
     refusals = []
     attempts = [
         (stack.redis_client("inference"), "set", (ACTIVE_KEY, "v666")),
