@@ -45,8 +45,9 @@ def serve(models: models_pb2_grpc.ModelsStub, recognizer: recognizer_pb2_grpc.Re
         replicas = models.ListModels(models_pb2.ListModelsRequest(), timeout=10).replicas
         if replicas and all(r.version == version and r.state == "serving" for r in replicas):
             break
-        failing = [r.error for r in replicas if r.state == "failing"]
-        assert not failing and time.monotonic() < deadline, f"replicas did not serve {version}: {failing}"
+        # A replica may still report an earlier test's failure until its next report: wait, then say what it said.
+        said = [(r.version, r.state, r.error) for r in replicas]
+        assert time.monotonic() < deadline, f"replicas did not serve {version}: {said}"
         time.sleep(0.2)
     versions, digits = answers(recognizer, pixels)
     assert versions == {version}
