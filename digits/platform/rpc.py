@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from digits.errors import RETRY_AFTER_KEY, DigitsError
+from digits.platform import memory
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,9 @@ async def serve_until_signalled(
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a service's asyncio main on uvloop."""
+    """Run a serving process's asyncio main on uvloop; blocks of a megabyte or more (messages) go back to the system
+    once freed (``digits.platform.memory``)."""
     import uvloop
 
+    memory.return_large_buffers()
     uvloop.run(main())
