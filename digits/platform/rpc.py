@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from digits.errors import RETRY_AFTER_KEY, DigitsError
+from digits.platform import memory
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def _unary(behavior: Any, labels: Labels) -> Any:
         try:
             return await behavior(request, context)
         except BaseException as error:
+            del request  # an abort's traceback holds this frame (see _abort_for)
             code = _code_for(error, context)
             await _abort_for(error, context, labels[2])
             raise
@@ -104,6 +106,7 @@ def _streaming(behavior: Any, labels: Labels) -> Any:
             async for response in behavior(request, context):
                 yield response
         except BaseException as error:
+            del request  # an abort's traceback holds this frame (see _abort_for)
             code = _code_for(error, context)
             await _abort_for(error, context, labels[2])
             raise
@@ -127,18 +130,28 @@ def _code_for(error: BaseException, context: Context) -> grpc.StatusCode:
 
 
 async def _abort_for(error: BaseException, context: Context, method: str) -> None:
-    """Abort the call with the status the error stands for (abort raises); leave the rest as they are."""
+    """Abort the call with the status the error stands for (abort raises); leave the rest as they are.
+
+    gRPC keeps the AbortError that abort raises on the call's state, and the AbortError's traceback holds the frames
+    it passes through, which hold the context, which holds the state: a cycle, freed only by the cyclic garbage
+    collector, and whatever it reaches stays until then. Lest that be the request (an image of up to 8 MB), the
+    wrappers let go of it before they call this, and the error answered here, which the AbortError keeps as its
+    ``__context__``, loses its traceback: the frames of the handler that raised it, which hold the request.
+    """
     if isinstance(error, asyncio.CancelledError | GeneratorExit | grpc.aio.AbortError):
         return
     if isinstance(error, DigitsError):
         log.info("call refused", extra={"method": method, "code": error.code.name, "reason": str(error)})
+        error.__traceback__ = None
         await context.abort(error.code, str(error), trailing_metadata=_retry_after(error))
     if isinstance(error, grpc.aio.AioRpcError):
         # An upstream call (gateway -> inference) failed: the caller gets its status, words and retry hint unchanged.
         hint = upstream_retry_after(error)
+        error.__traceback__ = None
         await context.abort(error.code(), error.details() or error.code().name,
                             trailing_metadata=((RETRY_AFTER_KEY, hint),) if hint else ())
     log.exception("unexpected error", extra={"method": method})
+    error.__traceback__ = None  # logged
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the service logged the details")
 
 
@@ -237,7 +250,9 @@ async def serve_until_signalled(
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a service's asyncio main on uvloop."""
+    """Run a serving process's asyncio main on uvloop; blocks of a megabyte or more (messages) go back to the system
+    once freed (``digits.platform.memory``)."""
     import uvloop
 
+    memory.return_large_buffers()
     uvloop.run(main())

@@ -80,6 +80,13 @@ class Coalescer:
             return await asyncio.wait_for(waiting.future, timeout)
         except TimeoutError:
             raise DeadlineExceeded(f"no answer within the deadline ({timeout:.3g} s)") from None
+        except Exception as error:
+            # The future keeps the error it was settled with, and the error's traceback now holds wait_for's frame
+            # and this one, which hold the future: a cycle that would keep the request's bytes, and every caller's
+            # frame above with its own copies, until the cyclic garbage collector ran (a stream of refused 7 MB
+            # images took the gateway past its memory limit). The error leaves without the frames it came through.
+            error.__traceback__ = None
+            raise
 
     async def predict_many(self, requests: Sequence[bytes], timeout: float) -> list[bytes]:
         """Several predictions that succeed or fail together (an Open Inference call); errors name the item."""
@@ -88,7 +95,10 @@ class Coalescer:
             if isinstance(answer, Refused):
                 raise Refused(answer.code, f"item {index}: {answer}", answer.retry_after_seconds)
             if isinstance(answer, BaseException):
-                raise answer
+                try:
+                    raise answer
+                finally:  # else its traceback holds this frame, which holds it (and every request): a cycle
+                    del answer, answers
         return answers  # type: ignore[return-value]
 
     def _schedule_flush(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -74,3 +76,46 @@ def test_calls_are_counted_when_started_and_handled_with_type_service_method_and
     assert _value("grpc_server_handling_seconds_count", **unary) == before["timed"] + 2
     assert _value("grpc_server_handled_total", grpc_code="OK", **stream) == before["stream"] + 1
     assert _value("grpc_server_started_total", **stream) == before["stream started"] + 1
+
+
+async def _refuse_and_keep(request: bytes, context: Any) -> bytes:
+    _KEPT.append(request)
+    raise InvalidInput("refused")
+
+
+_KEPT: list[bytes] = []
+
+
+async def _refused_request_references() -> int:
+    """The references left to a request the server refused, once its caller has the refusal (the list's own
+    and getrefcount's argument: 2)."""
+    server = rpc.create_server(1 << 20)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
+        "Refuse": grpc.unary_unary_rpc_method_handler(_refuse_and_keep, _identity, _identity)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary(f"/{SERVICE}/Refuse", _identity, _identity)(b"x" * 100_000, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for _ in range(100):  # the server may finish the call just after the caller has its answer
+            if sys.getrefcount(_KEPT[0]) <= 2:
+                break
+            await asyncio.sleep(0.01)
+        return sys.getrefcount(_KEPT[0])
+    finally:
+        await server.stop(None)
+
+
+def test_a_refused_request_is_freed_without_the_cycle_collector() -> None:
+    # gRPC keeps the AbortError of an aborted call on the call's state, in a cycle with the frames of its
+    # traceback: those frames, and the error being answered, must not hold the request (an 8 MB image).
+    _KEPT.clear()
+    gc.collect()
+    gc.disable()
+    try:
+        assert asyncio.run(_refused_request_references()) == 2
+    finally:
+        gc.enable()
+        _KEPT.clear()
