@@ -74,9 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_predict)
 
     retrain = commands.add_parser("retrain", parents=[common], help="enqueue a retrain job")
-    retrain.add_argument("--data", default="", help="sample, idx:DIR or openml (default: the trainer's DIGITS_DATA)")
+    retrain.add_argument("--data", default="", help="sample, idx:DIR, openml or folder:DIR (DIR/0/*.png ... "
+                         "DIR/9/*.png), or several joined by + (sample+folder:DIR); a path the trainer reads "
+                         "(default: the trainer's DIGITS_DATA)")
     retrain.add_argument("--seed", type=int, default=0)
-    retrain.add_argument("--limit", type=int, default=0, help="train on at most this many digits")
+    retrain.add_argument("--limit", type=int, default=0,
+                         help="train on at most this many digits (of each part of a combination)")
     retrain.add_argument("--no-activate", action="store_true", help="register the winner without activating it")
     retrain.add_argument("--timeout", type=int, default=0, help="give up after this many seconds")
     retrain.add_argument("--candidates", default="", help="comma-separated, e.g. svc,svc-shift,hist-gb,vote-soft "
@@ -300,6 +303,7 @@ def _show_model(model: Model) -> None:
     print(f"{model.version}{' (active)' if model.active else ''}: {model.kind} {json.dumps(model.params)}")
     print(f"  trained {model.created_at} on {model.dataset.source}, {model.dataset.size} digits "
           f"(sha256 {model.dataset.digest[:12]}), job {model.job_id}, code {model.code_version}")
+    _show_data_parts(report.get("dataset") or {})
     print(f"  validation: accuracy {model.accuracy:.4f}, weighted F1 {model.f1_weighted:.4f} "
           f"on {metrics.get('validation_size', '?')} digits; fit {metrics.get('fit_seconds', '?')} s on "
           f"{metrics.get('train_size', '?')} digits")
@@ -322,6 +326,19 @@ def _show_model(model: Model) -> None:
         _table(["CANDIDATE", "ACCURACY", "F1", "FIT S", "MS/IMAGE", "SIZE MB", "SV"],
                ([("* " if c["name"] == report.get("winner") else "  ") + c["name"], *_figures(c)]
                 for c in report["candidates"]))
+
+
+def _show_data_parts(data: dict[str, Any]) -> None:
+    """A combination's parts and the files a folder skipped (the first few; `--json` has every one named)."""
+    parts = data.get("parts") or []
+    if len(parts) < 2 and not data.get("skipped"):
+        return
+    for part in parts:
+        count = part.get("skipped", 0)
+        skipped = f", {count} {'file' if count == 1 else 'files'} skipped" if count else ""
+        print(f"  data: {part.get('source')}, {part.get('size')} digits{skipped}")
+        for file in part.get("skipped_files", [])[:5]:
+            print(f"    skipped {file.get('path')}: {file.get('reason')}")
 
 
 def _figures(row: dict[str, Any]) -> list[str]:

@@ -59,8 +59,9 @@ class SharedSettings(BaseSettings):
                                                "mode only); the CLI and `digits.client` send it unless "
                                                "`DIGITS_TOKEN` is set",
                                    json_schema_extra=read_by("gateway", "CLI and client"))
-    max_image_bytes: int = Field(8_000_000, description="largest encoded image, in bytes",
-                                 json_schema_extra=read_by("gateway", "inference", "CLI and client"))
+    max_image_bytes: int = Field(8_000_000, description="largest encoded image, in bytes (a `folder:DIR` "
+                                                        "picture too)",
+                                 json_schema_extra=read_by("gateway", "inference", "trainer", "CLI and client"))
     max_batch_items: int = Field(1024, description="most items in one `PredictBatch` or Open Inference call",
                                  json_schema_extra=read_by("gateway", "inference", "CLI and client"))
 
@@ -144,7 +145,9 @@ class Settings(SharedSettings):
                                       json_schema_extra=read_by("gateway"))
 
     # Data and training.
-    data: str = Field("sample", description="training data: `sample`, `idx:DIR` or `openml`",
+    data: str = Field("sample", description="training data: `sample`, `idx:DIR`, `openml` or `folder:DIR` "
+                                            "(DIR/0/*.png ... DIR/9/*.png), or several joined by `+` "
+                                            "(`sample+folder:DIR`)",
                       json_schema_extra=read_by("trainer", "make up"))
     cache_dir: Path = Field(Path.home() / ".cache" / "digits", description="downloaded data sets (openml)",
                             json_schema_extra=read_by("trainer"))
@@ -159,8 +162,8 @@ class Settings(SharedSettings):
 
     # Input bounds: everything from outside is checked against these before any work is done.
     max_image_pixels: int = Field(16_000_000, description="largest image, in declared pixels (JPEGs are decoded at "
-                                                          "a reduced size)",
-                                  json_schema_extra=read_by("inference"))
+                                                          "a reduced size; a `folder:DIR` picture too)",
+                                  json_schema_extra=read_by("inference", "trainer"))
     max_batch_pixels: int = Field(64_000_000, description="most declared pixels in one `PredictBatch`",
                                   json_schema_extra=read_by("inference"))
     decode_pixels_in_flight: int = Field(64_000_000, description="most declared pixels a replica decodes or queues "

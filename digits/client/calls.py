@@ -44,10 +44,10 @@ Service = Literal["recognizer", "models", "training"]
 class RetrainOptions(TypedDict, total=False):
     """A retrain's options; every one may be left out (the server's default). docs/training.md has the details."""
 
-    data: str  # "sample", "idx:DIR" or "openml"; "" = the trainer's DIGITS_DATA
+    data: str  # "sample", "idx:DIR", "openml", "folder:DIR" or several joined by "+"; "" = the trainer's DIGITS_DATA
     seed: int
     validation_fraction: float  # 0 = the data's own: MNIST's classic last 10,000, else 0.2
-    limit: int  # train on at most this many digits; 0 = all
+    limit: int  # train on at most this many digits (of each part of a combination); 0 = all
     no_activate: bool  # register the winner, leave the active model as it is
     timeout_seconds: int  # the job's timeout; 0 = DIGITS_JOB_TIMEOUT_SECONDS
     candidates: Sequence[str]  # e.g. ["svc", "hist-gb", "vote-soft"]; empty = the production recipe

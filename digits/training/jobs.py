@@ -10,7 +10,6 @@ callbacks and webhooks. A job planted in Redis with a pickled payload fails with
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from rq.serializers import JSONSerializer
 from digits.errors import InvalidInput
 from digits.training.candidates import DEFAULT as DEFAULT_CANDIDATES
 from digits.training.candidates import Candidate, resolve
+from digits.training.sources import parse as parse_data
 
 QUEUE = "training"
 RETRAIN_FUNCTION = "services.trainer.retrain.run"
@@ -102,12 +102,10 @@ def candidate_job_id(group: str, name: str) -> str:
 JOBS_KEY = "digits:jobs"  # sorted set of retrain job ids by enqueue time, for listing
 TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED}
 
-_DATA_SPEC = re.compile(r"^(sample|openml|idx:.+)$")
-
 
 @dataclass(frozen=True)
 class RetrainSpec:
-    data: str = ""  # "" = the trainer's DIGITS_DATA
+    data: str = ""  # "" = the trainer's DIGITS_DATA; else sources.parse's words, e.g. "sample+folder:DIR"
     seed: int = 0
     validation_fraction: float = 0.0  # 0 = the data's own (datasets.split)
     holdout_fraction: float = 0.1
@@ -132,8 +130,8 @@ class RetrainSpec:
             raise InvalidInput(f"top_n must be from 1 to 20 (0 = default), got {self.top_n}")
         if not 0.05 <= self.holdout_fraction <= 0.5:
             raise InvalidInput(f"holdout_fraction must be from 0.05 to 0.5, got {self.holdout_fraction}")
-        if self.data and not _DATA_SPEC.match(self.data):
-            raise InvalidInput(f"unknown data set {self.data!r}: use 'sample', 'idx:DIR' or 'openml'")
+        if self.data:
+            parse_data(self.data)  # the trainer reads the files; the gateway only checks the words
         if self.validation_fraction and not 0.05 <= self.validation_fraction <= 0.5:
             raise InvalidInput(f"validation_fraction must be 0 (the data's own) or from 0.05 to 0.5, "
                                f"got {self.validation_fraction}")
@@ -251,7 +249,7 @@ def _failure_reason(job: Job, status: JobStatus | None) -> str:
     return words if words and kind.rsplit(".", 1)[-1] in _WORDED_ERRORS else lines[-1]
 
 
-_WORDED_ERRORS = {"UntrustedJob", "DeserializationError", "RuntimeError"}
+_WORDED_ERRORS = {"UntrustedJob", "DeserializationError", "RuntimeError", "InvalidInput"}
 
 
 def _iso(moment: datetime | None) -> str:

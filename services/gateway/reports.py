@@ -132,6 +132,7 @@ def model_page(record: ModelRecord, active: str) -> str:
         f"{escape(str(split.get('holdout', '?')))} holdout, {escape(str(split.get('validation', '?')))} validation"
         + (f" ({escape(str(split['validated_on']))})" if "validated_on" in split else "") + ". "
         f"Job <code>{escape(record.job_id)}</code>, code <code>{escape(record.code_version)}</code>."
+        + _data_parts(report.get("dataset") or {})
     )
     candidates_table = (f"<p>Gate: {escape(str(report.get('gate', '')))}</p>"
                         f"<table><tr><th>candidate</th>{head}</tr>{rows}</table>")
@@ -143,6 +144,20 @@ def model_page(record: ModelRecord, active: str) -> str:
     body = (_panel("candidates-title", "Candidates of this job", candidates_table)
             + _panel("validation-title", f"{version} on the validation digits", figures))
     return _page(f"/models/{record.version}", f"Digits: {record.version}", heading, intro, body)
+
+
+def _data_parts(data: dict[str, Any]) -> str:
+    """A combination's parts and the files a folder skipped (the job's report names them), if any."""
+    parts = data.get("parts") or []
+    if len(parts) < 2 and not data.get("skipped"):
+        return ""
+    listed = ", ".join(f"<code>{escape(str(p.get('source')))}</code> ({escape(str(p.get('size')))} digits"
+                       + (f", {escape(str(p['skipped']))} {'file' if p['skipped'] == 1 else 'files'} skipped"
+                          if p.get("skipped") else "") + ")"
+                       for p in parts)
+    skipped = "".join(f"<li><code>{escape(str(f.get('path')))}</code>: {escape(str(f.get('reason')))}</li>"
+                      for p in parts for f in p.get("skipped_files", []))
+    return f" Data: {listed}." + (f" Files skipped:<ul>{skipped}</ul>" if skipped else "")
 
 
 def confusion_png(record: ModelRecord) -> bytes:

@@ -58,10 +58,13 @@ def set_up(raw_spec: dict[str, Any]) -> JobSetup:
     settings = get_settings()
     registry = Registry.from_settings(settings)
     progress("loading data", 0.02)
-    data = datasets.load(spec.data or settings.data, cache_dir=settings.cache_dir)
+    data = datasets.load(spec.data or settings.data, cache_dir=settings.cache_dir,
+                         limits=datasets.ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
+    if data.skipped_count:
+        log.warning("files skipped", extra={"dataset": data.source, "skipped": data.skipped_count})
     split = datasets.split(data, seed=spec.seed, validation_fraction=spec.validation_fraction,
                            holdout_fraction=spec.holdout_fraction, limit=spec.limit)
-    progress("split", 0.05, dataset=data.source, split=split.sizes())
+    progress("split", 0.05, dataset=data.source, split=split.sizes(), skipped=data.skipped_count)
     return JobSetup(spec, job.id if job else "", progress, registry, data, split)
 
 
@@ -157,7 +160,7 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
             "accuracy": best.metrics["accuracy"], "f1_weighted": best.metrics["f1_weighted"],
             "fit_seconds": best.metrics["fit_seconds"], "fitted_on": fitted_on,
             "final_fit": metrics.get("final_fit"), "candidates": [f.row() for f in fitted],
-            "dataset": setup.data.record(), "pruned": pruned}
+            "dataset": setup.data.report(), "pruned": pruned}
 
 
 def _gate(setup: JobSetup, metrics: dict[str, Any]) -> tuple[ModelRecord | None, bool, str]:
@@ -199,7 +202,8 @@ def _report(setup: JobSetup, fitted: list[Fitted], best: Fitted, active: ModelRe
     return {
         "job": setup.job_id,
         "spec": setup.spec.to_dict(),
-        "dataset": setup.data.record(),
+        # Its parts with their sizes, and the files a folder skipped, named with the reason.
+        "dataset": setup.data.report(),
         "split": {**setup.split.sizes(), "validated_on": setup.split.validated_on()},
         "candidates": [f.row() for f in fitted],
         "winner": best.candidate.name,

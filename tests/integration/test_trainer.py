@@ -3,18 +3,23 @@ workers, cancel, and determinism."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
+from PIL import Image
 from rq.job import Job
 
 from digits.stack.local import REPO, LocalStack
+from digits.training import datasets
 from digits.training.candidates import CANDIDATES, DEFAULT
 from digits.training.jobs import candidate_job_id
 from digits.v1 import models_pb2, models_pb2_grpc, recognizer_pb2_grpc, training_pb2, training_pb2_grpc
@@ -157,3 +162,62 @@ def test_unknown_candidate_is_refused(training: training_pb2_grpc.TrainingStub, 
         training.Retrain(training_pb2.RetrainRequest(candidates=["svc", "magic"]), metadata=admin, timeout=10)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "magic" in (error.value.details() or "")
+
+
+def picture(pixels: np.ndarray, kind: str) -> bytes:
+    """A sample digit as a person's picture: dark ink on white, three times larger, as PNG or JPEG."""
+    image = Image.fromarray(255 - pixels.reshape(28, 28)).resize((84, 84), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    image.save(out, format=kind)
+    return out.getvalue()
+
+
+def test_a_retrain_on_the_sample_and_a_folder_of_pictures_lists_both_parts_and_names_the_broken_file(
+    stack: LocalStack, models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
+    admin: Metadata, tmp_path: Path,
+) -> None:
+    """People's own digits (docs/training.md "Data sources"): DIR/0 ... DIR/9 of PNG and JPEG pictures plus a
+    broken file, combined with the sample; the trainer (a process of its own) reads the folder."""
+    sample = datasets.load_sample()
+    folder = tmp_path / "mine"
+    for digit in range(10):
+        (folder / str(digit)).mkdir(parents=True)
+        for n, index in enumerate(np.flatnonzero(sample.labels == digit)[-30:]):
+            kind = "PNG" if n % 2 else "JPEG"
+            (folder / f"{digit}/{n:02d}.{kind.lower()}").write_bytes(picture(sample.pixels[index], kind))
+    whole = (folder / "4/01.png").read_bytes()
+    (folder / "4/broken.png").write_bytes(whole[: len(whole) // 2])
+
+    data = f"sample+folder:{folder}"
+    job = retrain(training, admin, data=data, candidates=["logreg"], limit=1000, no_activate=True,
+                  no_final_fit=True)
+    result = json.loads(job.result_json)
+    model = models.GetModel(models_pb2.GetModelRequest(version=job.version), timeout=10)
+    report = json.loads(model.report_json)
+    for dataset in (result["dataset"], report["dataset"]):
+        assert dataset["source"] == data and dataset["size"] == 5300 and dataset["skipped"] == 1
+        assert [(p["source"], p["size"]) for p in dataset["parts"]] == [("sample", 5000), (f"folder:{folder}", 300)]
+        (skipped,) = dataset["parts"][1]["skipped_files"]
+        assert skipped["path"] == "4/broken.png" and skipped["reason"].startswith("could not read the image")
+    assert (model.dataset.source, model.dataset.size) == (data, 5300)
+    # A limit caps each part: 1,000 of the sample, all 300 pictures; each part validates on its own 20%.
+    assert report["split"]["validation"] == 200 + 60
+    assert report["split"]["validated_on"] == (f"each part's own: a stratified 20% of sample (seed 0); "
+                                               f"a stratified 20% of folder:{folder} (seed 0)")
+    assert stack.registry().get(job.version, with_report=False).split["parts"] == [
+        {"size": 5000, "validation_fraction": 0.2, "limit": 1000},
+        {"size": 300, "validation_fraction": 0.2, "limit": 0}]
+
+    # A folder with no readable digit fails its job, and says why; the gateway refuses what cannot be data.
+    (tmp_path / "empty/3").mkdir(parents=True)
+    (tmp_path / "empty/3/note.png").write_text("not a picture")
+    empty = f"folder:{tmp_path / 'empty'}"
+    started = training.Retrain(training_pb2.RetrainRequest(data=empty, candidates=["logreg"]), metadata=admin,
+                               timeout=10)
+    failed = list(training.WatchJob(training_pb2.GetJobRequest(id=started.id), metadata=admin, timeout=120))[-1]
+    assert failed.status == "failed" and failed.error.startswith(f"{empty}: no readable digit"), failed.error
+    assert "3/note.png: could not read the image" in failed.error
+    with pytest.raises(grpc.RpcError) as refused:
+        training.Retrain(training_pb2.RetrainRequest(data="sample+openml"), metadata=admin, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "same MNIST digits" in str(refused.value.details())

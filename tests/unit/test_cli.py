@@ -45,3 +45,15 @@ def test_notes_and_exit_codes() -> None:
     assert cli._note(types.model(models_pb2.Model(version="v2"))) == ""
     assert cli._exit_code(types.job(training_pb2.Job(id="j", status="finished"))) == 0
     assert [cli._exit_code(types.job(training_pb2.Job(id="j", status=s))) for s in ("failed", "canceled")] == [1, 1]
+
+
+def test_models_show_lists_the_parts_of_the_data_and_skipped_files(capsys: pytest.CaptureFixture[str]) -> None:
+    cli._show_data_parts({"parts": [{"source": "sample", "size": 5000}]})
+    assert capsys.readouterr().out == ""
+    cli._show_data_parts({"skipped": 1, "parts": [
+        {"source": "sample", "size": 5000},
+        {"source": "folder:/mine", "size": 300, "skipped": 1,
+         "skipped_files": [{"path": "3/bad.png", "reason": "not an image"}]}]})
+    assert capsys.readouterr().out.splitlines() == [
+        "  data: sample, 5000 digits", "  data: folder:/mine, 300 digits, 1 file skipped",
+        "    skipped 3/bad.png: not an image"]

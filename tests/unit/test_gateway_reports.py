@@ -56,9 +56,21 @@ def test_what_the_registry_holds_is_escaped() -> None:
         version="v3", kind=HOSTILE, created_at=HOSTILE, job_id=HOSTILE, code_version=HOSTILE,
         metrics={"confusions": [HOSTILE]}, dataset={"source": HOSTILE, "size": HOSTILE, "digest": HOSTILE},
         report={"gate": HOSTILE, "winner": HOSTILE, "split": {"train": HOSTILE, "validated_on": HOSTILE},
-                "candidates": [{"name": HOSTILE}, {"name": "knn", "error": HOSTILE}]},
+                "candidates": [{"name": HOSTILE}, {"name": "knn", "error": HOSTILE}],
+                "dataset": {"skipped": 1, "parts": [{"source": HOSTILE, "size": HOSTILE, "skipped": HOSTILE,
+                                                     "skipped_files": [{"path": HOSTILE, "reason": HOSTILE}]}]}},
     )
     replica = ReplicaStatus(HOSTILE, HOSTILE, "", HOSTILE, HOSTILE, 0.0)
     for html in (reports.model_page(hostile, HOSTILE), reports.models_page([hostile], HOSTILE, set(), [replica])):
         assert "<script" not in html
         assert "&lt;script&gt;" in html
+
+
+def test_a_report_lists_the_parts_of_its_data_and_the_files_a_folder_skipped() -> None:
+    parts = [{"source": "sample", "size": 5000}, {"source": "folder:/mine", "size": 300, "skipped": 1,
+                                                  "skipped_files": [{"path": "3/bad.png", "reason": "not an image"}]}]
+    page = reports.model_page(record(report={"dataset": {"skipped": 1, "parts": parts}}), "v3")
+    assert ("Data: <code>sample</code> (5000 digits), <code>folder:/mine</code> (300 digits, 1 file skipped)."
+            in page) and "<li><code>3/bad.png</code>: not an image</li>" in page
+    one = reports.model_page(record(report={"dataset": {"parts": [{"source": "sample", "size": 5000}]}}), "v3")
+    assert "Data:" not in one  # one source, nothing skipped: the intro says it all

@@ -16,13 +16,20 @@ from digits.training.jobs import RetrainSpec
 
 
 @pytest.mark.parametrize(
-    "fields", [{"data": "ftp://x"}, {"validation_fraction": 0.9}, {"validation_fraction": 0.01},
+    "fields", [{"data": "ftp://x"}, {"data": "sample+openml"}, {"data": "folder:"},
+               {"validation_fraction": 0.9}, {"validation_fraction": 0.01},
                {"validation_fraction": -0.1}, {"limit": 10}, {"seed": -1}, {"min_gain": 1.5},
                {"top_n": 50}, {"candidates": ("no-such-recipe",)}, {"params": {"svc": {"no_such": 1}}}]
 )
 def test_retrain_spec_is_validated(fields: dict[str, object]) -> None:
     with pytest.raises(InvalidInput):
         RetrainSpec(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("data", ["sample", "idx:/data/mnist", "openml", "folder:/data/mine",
+                                  "sample+folder:/data/mine", "idx:/m+folder:/a+folder:/b"])
+def test_every_data_source_and_combination_is_accepted(data: str) -> None:
+    assert RetrainSpec(data=data).data == data  # the gateway checks the words; only the trainer reads the files
 
 
 def test_a_spec_survives_json() -> None:

@@ -49,7 +49,7 @@ class FakeRegistry:
 def setup(active: ModelRecord | None, spec: jobs.RetrainSpec = SPEC) -> Any:
     return SimpleNamespace(
         spec=spec, job_id="job-1", progress=lambda *a, **k: None, registry=FakeRegistry(active),
-        data=SimpleNamespace(record=lambda: dict(DATA)),
+        data=SimpleNamespace(record=lambda: dict(DATA), report=lambda: {**DATA, "parts": [dict(DATA)]}),
         split=SimpleNamespace(sizes=lambda: {"train": 720, "holdout": 80, "validation": 200}, spec=SPLIT,
                               validated_on=lambda: "a stratified 20% of the set (seed 3)"))
 
@@ -101,7 +101,7 @@ def test_the_report_sets_every_candidate_beside_the_active_version() -> None:
     fitted = [Fitted(svc, object(), dict(WINNER)), Fitted(hist, error="out of memory")]  # type: ignore[arg-type]
     report = _report(setup(active_record()), fitted, fitted[0], active_record(), "the gate's words")
     assert report["job"] == "job-1" and report["winner"] == "svc" and report["gate"] == "the gate's words"
-    assert report["spec"] == SPEC.to_dict() and report["dataset"] == DATA
+    assert report["spec"] == SPEC.to_dict() and report["dataset"] == {**DATA, "parts": [DATA]}
     assert report["split"] == {"train": 720, "holdout": 80, "validation": 200,
                                "validated_on": "a stratified 20% of the set (seed 3)"}
     assert [(c["name"], c.get("accuracy"), c.get("error")) for c in report["candidates"]] == [
