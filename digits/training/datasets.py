@@ -137,6 +137,30 @@ def _limited(data: Dataset, limit: int, seed: int) -> list[npt.NDArray[Any]]:
     return parts
 
 
+def fitted_digits(data: Dataset, spec: dict[str, Any], fitted_on: str) -> list[npt.NDArray[Any]] | None:
+    """The pixels a version recorded with this split ``spec`` and ``fitted_on`` was fitted on, rebuilt from its data
+    set (``data``, whose digest its record names): for a final fit (``all``) every digit of the (limited) set, for a
+    split fit (``split``) the training share and the holdout. None when the record does not say which digits (no
+    spec, another fitted_on, or a spec this code no longer makes the same way)."""
+    if fitted_on == "all" and {"seed", "limit"} <= spec.keys():
+        limit = int(spec["limit"])
+        if not limit:
+            return [data.pixels]
+        if limit >= data.size:
+            return None  # a limit of every digit is recorded as 0: this spec was not made by this code
+        return [_limited(data, limit, int(spec["seed"]))[0]]
+    if fitted_on == "split" and {"seed", "holdout_fraction", "limit"} <= spec.keys():
+        rebuilt = split(data, seed=int(spec["seed"]), validation_fraction=float(spec.get("validation_fraction", 0.0)),
+                        holdout_fraction=float(spec["holdout_fraction"]), limit=int(spec["limit"]))
+        return [rebuilt.x_train, rebuilt.x_hold] if rebuilt.spec == spec else None
+    return None
+
+
+def load_source(source: str, *, cache_dir: Path) -> Dataset:
+    """The data set a version's record names by its ``source`` (``sample``, ``idx:DIR``, ``openml:mnist_784``)."""
+    return load("openml" if source.startswith("openml:") else source, cache_dir=cache_dir)
+
+
 def load(spec: str, *, cache_dir: Path) -> Dataset:
     if spec == "sample":
         return load_sample()
