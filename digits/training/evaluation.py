@@ -49,11 +49,20 @@ def confusion_sentences(matrix: npt.NDArray[np.int64], most: int = 5) -> list[st
     return sentences
 
 
-def beats(candidate: dict[str, Any], active: dict[str, Any], min_gain: float = 0.0) -> tuple[bool, str]:
-    """The promotion gate: accuracy better by more than ``min_gain``, weighted F1 not worse, on the same split."""
+def score(model: ServedModel, pixels: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> dict[str, float]:
+    """Accuracy and weighted F1 only: what the promotion gate compares."""
+    predicted, _ = model.predict(pixels)
+    return {"accuracy": float(accuracy_score(labels, predicted)),
+            "f1_weighted": float(f1_score(labels, predicted, average="weighted"))}
+
+
+def beats(candidate: dict[str, Any], active: dict[str, Any], min_gain: float = 0.0,
+          on: str = "on the same split") -> tuple[bool, str]:
+    """The promotion gate: accuracy better by more than ``min_gain``, weighted F1 not worse, on the same digits
+    (``on`` says which, in the words of a passing gate)."""
     ca, aa = candidate["accuracy"], active["accuracy"]
     cf, af = candidate["f1_weighted"], active["f1_weighted"]
     margin = f" + {min_gain:.4f}" if min_gain else ""
     if ca > aa + min_gain and cf >= af:
-        return True, f"accuracy {ca:.4f} > {aa:.4f}{margin} and weighted F1 {cf:.4f} >= {af:.4f} on the same split"
-    return False, f"accuracy {ca:.4f} vs {aa:.4f}{margin}, weighted F1 {cf:.4f} vs {af:.4f}: not better"
+        return True, f"accuracy {ca:.4f} > {aa:.4f}{margin} and weighted F1 {cf:.4f} >= {af:.4f} {on}"
+    return False, f"accuracy {ca:.4f} vs {aa:.4f}{margin}, weighted F1 {cf:.4f} vs {af:.4f}: not better {on}"

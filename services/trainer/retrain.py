@@ -25,11 +25,11 @@ from rq.job import JobStatus
 from digits.errors import IntegrityError, NotServable
 from digits.modelling import storage
 from digits.modelling.model import DigitModel, check_round_trip, ready_to_serve
-from digits.platform.registry import ModelRecord, Registry
+from digits.platform.registry import Registry
 from digits.settings import get_settings
 from digits.training import datasets, jobs
 from digits.training.candidates import Candidate
-from digits.training.evaluation import beats
+from services.trainer import gate
 from services.trainer.comparison import Fitted, attempt, compare, fit_base, fit_final, fit_one, winner
 
 log = logging.getLogger(__name__)
@@ -131,19 +131,22 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
     blob = storage.dump(served)
     served_check = check_round_trip(served, blob, setup.split.x_val[:SERVED_CHECK_ROWS])
     setup.progress("comparing with the active model", 0.9)
-    active, activate, why = _gate(setup, best.metrics)
+    digits = gate.JobDigits.of(setup.data, setup.split)
+    verdict = gate.judge(setup.registry, digits, best.model, best.metrics, setup.spec.min_gain,
+                         get_settings().cache_dir)
+    active, activate, why = verdict.active, verdict.activate, verdict.why
     if not setup.spec.may_activate:
         activate, why = False, f"a training token started the job, and such jobs never change the active model ({why})"
     elif setup.spec.no_activate:
         activate, why = False, f"the job asked for --no-activate ({why})"
-    report = _report(setup, fitted, best, active, why)
+    report = _report(setup, fitted, best, verdict)
 
     setup.progress("registering", 0.95)
     record = setup.registry.register(
         blob, kind=best.candidate.name, params=dict(best.candidate.params), metrics=metrics,
         dataset=setup.data.record(), split=setup.split.spec, fitted_on=fitted_on, served_check=served_check,
         parent=active.version if active else "", job_id=setup.job_id, code_version=_code_version(),
-        report=report,
+        report=report, fitted_digits=digits.fitted(fitted_on),
     )
     outcome = f"registered {record.version}, not activated: {why}"
     if activate:
@@ -163,41 +166,7 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
             "dataset": setup.data.report(), "pruned": pruned}
 
 
-def _gate(setup: JobSetup, metrics: dict[str, Any]) -> tuple[ModelRecord | None, bool, str]:
-    """(the active version's record, activate?, why).
-
-    The winner is compared with the active model only on digits neither was trained on: the active version's
-    own validation figures count only if they come from the same data (digest) and the same validation digits
-    (the classic last 10,000, or the same seed, fraction and limit), so that they are exactly this job's.
-    Otherwise there is no honest comparison, and activation is left to an admin.
-    """
-    version = setup.registry.active_version()
-    if version is None:
-        return None, True, "no model was active"
-    active = setup.registry.get(version, with_report=False)
-    unlike = _unlike_digits(active, setup)
-    if unlike:
-        return active, False, (f"cannot compare with the active model {version}: {unlike}, so no digits are known "
-                               f"to be unseen by both; an admin may activate it (digits models activate)")
-    better, why = beats(metrics, active.metrics, setup.spec.min_gain)
-    return active, better, f"{why} (vs {version}, on the same validation digits)"
-
-
-def _unlike_digits(active: ModelRecord, setup: JobSetup) -> str:
-    """Why the active version's validation digits are not this job's ("" when they are the same digits)."""
-    data = setup.data.record()
-    if active.dataset.get("digest") != data["digest"]:
-        return (f"it was judged on another data set ({active.dataset.get('source', '?')}, "
-                f"{active.dataset.get('size', '?')} digits) than this job's ({data['source']}, {data['size']})")
-    if not datasets.same_validation_digits(active.split, setup.split.spec):
-        return f"it was judged on another split ({active.split or 'unrecorded'}) than this job's"
-    if "accuracy" not in active.metrics or "f1_weighted" not in active.metrics:
-        return "its validation figures are not recorded"
-    return ""
-
-
-def _report(setup: JobSetup, fitted: list[Fitted], best: Fitted, active: ModelRecord | None,
-            why: str) -> dict[str, Any]:
+def _report(setup: JobSetup, fitted: list[Fitted], best: Fitted, verdict: gate.Verdict) -> dict[str, Any]:
     """What a person needs to judge the job: every candidate side by side, the winner, the gate."""
     return {
         "job": setup.job_id,
@@ -207,11 +176,9 @@ def _report(setup: JobSetup, fitted: list[Fitted], best: Fitted, active: ModelRe
         "split": {**setup.split.sizes(), "validated_on": setup.split.validated_on()},
         "candidates": [f.row() for f in fitted],
         "winner": best.candidate.name,
-        # The active version's figures are on this job's digits only when "same_digits" is true.
-        "active": {"version": active.version, "accuracy": active.metrics.get("accuracy"),
-                   "f1_weighted": active.metrics.get("f1_weighted"),
-                   "same_digits": not _unlike_digits(active, setup)} if active else None,
-        "gate": why,
+        # The active version's figures on the digits the gate compared on, and how many (services/trainer/gate.py).
+        "active": verdict.report,
+        "gate": verdict.why,
     }
 
 

@@ -198,7 +198,7 @@ def test_redis_users_have_least_privilege(stack: LocalStack) -> None:
                                                              ("get", (ACTIVE_KEY,))]
     for anonymous_command, anonymous_args in anonymous_attempts:
         # NOAUTH, or (a client that opens with HELLO) "HELLO must be called with the client already authenticated"
-        with pytest.raises(redis.exceptions.AuthenticationError, match="NOAUTH|already authenticated"):
+        with pytest.raises(redis.exceptions.AuthenticationError, match=r"NOAUTH|already authenticated"):
             getattr(anonymous, anonymous_command)(*anonymous_args)
     refusals = []
     attempts = [

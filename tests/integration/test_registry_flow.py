@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import grpc
@@ -111,23 +112,45 @@ def test_the_served_model_is_refitted_on_every_digit_of_its_job(models: models_p
 
 
 def test_the_gate_compares_only_on_digits_neither_model_was_trained_on(
-    models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub, admin: Metadata
+    stack: LocalStack, models: models_pb2_grpc.ModelsStub, training: training_pb2_grpc.TrainingStub,
+    admin: Metadata,
 ) -> None:
     def active() -> str:
         return str(models.ListModels(models_pb2.ListModelsRequest(), timeout=10).active_version)
 
     before = active()
     first = models.GetModel(models_pb2.GetModelRequest(version=before), timeout=10)
-    # Another split: the active model may have been fitted on this job's validation digits. No comparison.
-    other = retrain(training, admin, seed=3)
-    assert "cannot compare" in other.outcome and "another split" in other.outcome, other.outcome
-    assert active() == before
-    # The active model's own split: the same held-out digits for both, so the gate compares (and, the recipe and
-    # data being the same, finds the new version no better).
+    # The active model's own split: the same held-out digits for both, so the gate compares the recorded figures
+    # (and, the recipe and data being the same, finds the new version no better).
     spec = json.loads(first.report_json)["spec"]
     same = retrain(training, admin, seed=spec["seed"], limit=spec["limit"])
     assert "on the same validation digits" in same.outcome and "not better" in same.outcome, same.outcome
     assert active() == before
+
+    # Another split: the active model (a weak one, fitted on 800 of 1,000 digits drawn with seed 7) was fitted on
+    # some of this job's validation digits. Those are dropped, both models are scored on the rest, and the job's
+    # winner, better there, is activated; the outcome, the report and the promotion log say so with the counts.
+    weak = retrain(training, admin, seed=7, limit=1000, no_activate=True, **WEAK).version
+    models.ActivateModel(models_pb2.ActivateModelRequest(version=weak, reason="test: a weak model on another split"),
+                         metadata=admin, timeout=30)
+    try:
+        other = retrain(training, admin, seed=3)
+        print(f"[another split] {other.outcome}")
+        compared = re.fullmatch(
+            rf"activated {other.version}: (accuracy \S+ > \S+ and weighted F1 \S+ >= \S+ on the ([\d,]+) validation "
+            rf"digits neither model was fitted on \(([\d,]+) of the job's 1,000 dropped: {weak} was fitted on them\))",
+            other.outcome)
+        assert compared, other.outcome
+        kept, dropped = int(compared[2].replace(",", "")), int(compared[3].replace(",", ""))
+        assert kept + dropped == 1000 and 0 < dropped < 1000
+        assert active() == other.version
+        report = json.loads(models.GetModel(models_pb2.GetModelRequest(version=other.version),
+                                            timeout=10).report_json)["active"]
+        assert (report["version"], report["digits"], report["validation"]) == (weak, kept, 1000)
+        assert registry_of(stack).promotions(1)[0].why == compared[1]
+    finally:
+        models.ActivateModel(models_pb2.ActivateModelRequest(version=before, reason="test done"), metadata=admin,
+                             timeout=30)
 
 
 def test_unknown_version_is_not_found(models: models_pb2_grpc.ModelsStub, admin: Metadata) -> None:

@@ -105,6 +105,46 @@ def test_the_gate_compares_versions_validated_on_the_same_digits(a: dict[str, ob
     assert datasets.same_validation_digits(a, b) is same and datasets.same_validation_digits(b, a) is same
 
 
+def rows(*parts: np.ndarray) -> set[bytes]:
+    return {row.astype(np.uint8).tobytes() for part in parts for row in part}
+
+
+@pytest.mark.parametrize(("limit", "fraction"), [(1000, 0.0), (0, 0.25)])
+def test_what_a_version_was_fitted_on_is_rebuilt_from_its_record(mnist_sample: datasets.Dataset, limit: int,
+                                                                 fraction: float) -> None:
+    """For a version registered before fingerprints were kept: a final fit saw every digit of the (limited) set, a
+    split fit its training share and holdout; its split spec says which, rebuilt on its data set."""
+    made = datasets.split(mnist_sample, seed=3, validation_fraction=fraction, limit=limit)
+    split_fit = datasets.fitted_digits(mnist_sample, made.spec, "split")
+    final_fit = datasets.fitted_digits(mnist_sample, made.spec, "all")
+    assert split_fit is not None and final_fit is not None
+    assert rows(*split_fit) == rows(made.x_train, made.x_hold)
+    assert rows(*final_fit) == rows(made.x_train, made.x_hold, made.x_val)
+    assert len(rows(*final_fit)) == (limit or mnist_sample.size)
+
+
+@pytest.mark.parametrize(("spec", "fitted_on"), [
+    ({}, "split"),  # registered before splits were recorded
+    (OLD_RECORD, ""),  # before fitted_on was recorded
+    (OLD_RECORD, "bench"),  # bench/stack.py's versions
+    ({"seed": 0, "validation": "the last 10000", "holdout_fraction": 0.1, "limit": 0}, "split"),  # a spec of old
+    ({**OLD_RECORD, "limit": 5000}, "all"),  # a limit of every digit is recorded as 0 by this code
+])
+def test_a_record_that_does_not_say_which_digits_rebuilds_nothing(mnist_sample: datasets.Dataset,
+                                                                  spec: dict[str, object], fitted_on: str) -> None:
+    assert datasets.fitted_digits(mnist_sample, spec, fitted_on) is None
+
+
+def test_a_records_data_set_is_loaded_by_its_source(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path, rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8), np.arange(5, dtype=np.uint8),
+              compress=False)
+    data = datasets.load(f"idx:{tmp_path}", cache_dir=tmp_path)
+    assert datasets.load_source(data.source, cache_dir=tmp_path).digest == data.digest
+    with pytest.raises(InvalidInput):
+        datasets.load_source(f"idx:{tmp_path / 'gone'}", cache_dir=tmp_path)
+
+
 def test_unknown_spec_is_refused() -> None:
     with pytest.raises(InvalidInput, match="sample"):
         datasets.load("s3://bucket", cache_dir=Path("."))

@@ -60,6 +60,9 @@ def test_gate_needs_strictly_better_accuracy_by_the_margin_and_no_worse_f1(
     won, why = beats(candidate, active, min_gain)
     assert won is wins
     assert f"{candidate['accuracy']:.4f}" in why and f"{active['accuracy']:.4f}" in why
+    assert why.endswith("on the same split")
+    assert beats(candidate, active, min_gain, on="on the 7 digits neither saw") == (
+        wins, why.removesuffix("on the same split") + "on the 7 digits neither saw")
 
 
 def test_confusions_are_worded_most_frequent_first() -> None:

@@ -1,8 +1,10 @@
-"""The registry against a real Redis: versions, signatures, compare-and-set activation, the log, retention."""
+"""The registry against a real Redis: versions, signatures, fingerprints of fitted digits, compare-and-set
+activation, the log, retention."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,13 +14,24 @@ import redis
 
 from digits.errors import FailedPrecondition, IntegrityError, NotFound, NotServable
 from digits.modelling import storage
-from digits.platform.registry import ACTIVE_KEY, EVENTS_CHANNEL, MODELS_KEY, Registry, blob_key, model_key
+from digits.platform.registry import (
+    ACTIVE_KEY,
+    EVENTS_CHANNEL,
+    MODELS_KEY,
+    SIGNATURE_CONTEXT,
+    FittedDigits,
+    Registry,
+    blob_key,
+    fitted_key,
+    model_key,
+)
 from digits.platform.signing import SigningKey, Verifier
 from services.inference.active_model import load_and_warm
 from tests.payloads import RunsOnUnpickling
 
 KEY = SigningKey.generate()
 CHECKED = {"passed": True, "class": "test", "rows": 0}
+FITTED = FittedDigits({"scheme": "test", "count": 2}, bytes(range(16)))
 
 
 @pytest.fixture
@@ -26,11 +39,12 @@ def registry(redis_client: redis.Redis) -> Registry:
     return Registry(redis_client, Verifier([KEY.public]), KEY)
 
 
-def register(registry: Registry, payload: object = "model", served_check: dict[str, object] = CHECKED) -> str:
+def register(registry: Registry, payload: object = "model", served_check: dict[str, object] = CHECKED,
+             fitted: FittedDigits | None = FITTED) -> str:
     record = registry.register(
         storage.dump({"payload": payload}), kind="svc", params={"C": 10}, metrics={"accuracy": 0.9},
         dataset={"source": "sample", "size": 5000, "digest": "abc"}, split={"seed": 0}, fitted_on="split",
-        served_check=served_check, job_id="job-1", report={"gate": "why"},
+        served_check=served_check, job_id="job-1", report={"gate": "why"}, fitted_digits=fitted,
     )
     return record.version
 
@@ -105,6 +119,47 @@ def test_the_signature_covers_the_record_not_only_the_blob(registry: Registry, r
     """Claiming better figures, or another version's name, breaks the signature as surely as a new blob."""
     version = register(registry)
     redis_client.hset(model_key(version), "metrics", '{"accuracy": 0.9999}')
+    with pytest.raises(IntegrityError, match="signature"):
+        registry.verify(version)
+
+
+def test_the_fingerprints_of_fitted_digits_are_kept_beside_the_blob_and_signed(registry: Registry,
+                                                                             redis_client: redis.Redis) -> None:
+    """The record signs their sha256: other bytes, another claim, or a claim removed are all refused."""
+    version = register(registry)
+    record, _ = registry.verify(version)
+    assert record.fitted_digits == {"scheme": "test", "count": 2, "bytes": 16,
+                                    "sha256": hashlib.sha256(FITTED.data).hexdigest()}
+    assert registry.fitted_digits(record) == FITTED.data == redis_client.get(fitted_key(version))
+
+    redis_client.set(fitted_key(version), bytes(16))
+    with pytest.raises(IntegrityError, match="do not match its record"):
+        registry.fitted_digits(record)
+    redis_client.delete(fitted_key(version))
+    with pytest.raises(IntegrityError, match="missing"):
+        registry.fitted_digits(record)
+    claimed = {**record.fitted_digits, "sha256": hashlib.sha256(bytes(16)).hexdigest()}
+    redis_client.hset(model_key(version), "fitted_digits", json.dumps(claimed))
+    with pytest.raises(IntegrityError, match="signature"):
+        registry.verify(version)
+    redis_client.hdel(model_key(version), "fitted_digits")  # as if it had been registered before fingerprints
+    with pytest.raises(IntegrityError, match="signature"):
+        registry.verify(version)
+
+
+def test_versions_registered_before_fingerprints_still_verify(registry: Registry, redis_client: redis.Redis) -> None:
+    """Their records were signed over the fields of their day; the gate then rebuilds what they were fitted on."""
+    version = register(registry, fitted=None)
+    before = ("version", "kind", "params", "metrics", "dataset", "split", "fitted_on", "created_at", "parent",
+              "sha256", "blob_size", "job_id", "code_version", "served_check", "key_id")  # SIGNED_FIELDS until #22
+    raw: dict[bytes, bytes] = redis_client.hgetall(model_key(version))  # type: ignore[assignment]
+    stored = {k.decode(): v.decode() for k, v in raw.items()}
+    message = SIGNATURE_CONTEXT + json.dumps({k: stored.get(k, "") for k in before}, sort_keys=True).encode()
+    redis_client.hset(model_key(version), "signature", KEY.sign(message))
+    record, _ = registry.verify(version)
+    assert record.fitted_digits == {} and registry.fitted_digits(record) is None
+    assert not redis_client.exists(fitted_key(version))
+    redis_client.hset(model_key(version), "fitted_digits", json.dumps(FITTED.about))  # claimed afterwards: refused
     with pytest.raises(IntegrityError, match="signature"):
         registry.verify(version)
 
@@ -206,6 +261,7 @@ def test_retention_keeps_active_pinned_newest_and_rollback_targets(registry: Reg
     assert pruned == ["v4", "v5", "v6"]  # kept: v1 pinned, v2 rollback target, v3 active, v7 v8 newest
     for version in versions:
         assert bool(redis_client.exists(blob_key(version))) == (version not in pruned)
+        assert bool(redis_client.exists(fitted_key(version))) == (version not in pruned)
         assert bool(registry.get(version).pruned_at) == (version in pruned)
     with pytest.raises(FailedPrecondition, match="pruned"):
         registry.activate("v4", expected="v3", why="gone")
@@ -219,7 +275,7 @@ def test_retention_keeps_active_pinned_newest_and_rollback_targets(registry: Reg
 def test_a_failed_registration_leaves_nothing(registry: Registry, redis_client: redis.Redis) -> None:
     with pytest.raises(TypeError):  # figures that cannot be stored
         registry.register(storage.dump("model"), kind="x", params={}, metrics={"when": object()}, dataset={},
-                          split={}, fitted_on="split", served_check=CHECKED)
+                          split={}, fitted_on="split", served_check=CHECKED, fitted_digits=FITTED)
     assert redis_client.zcard(MODELS_KEY) == 0
     assert not redis_client.keys("digits:model:v*")
     assert redis_client.get(ACTIVE_KEY) is None

@@ -1,23 +1,27 @@
-"""The retrain job's promotion gate and report (pure logic, against a stand-in registry): a new version is
-compared with the active one only on the same digits, a job whose every candidate failed says why, and the
-report shows every candidate beside the active version. The promotion itself runs against a real Redis: a job
-that may not activate (--no-activate, a training token) leaves the active version as it was even when its winner
-passes the gate."""
+"""The retrain job's promotion step: a job whose every candidate failed says why, the report shows every candidate
+beside the active version and the gate's verdict (the gate itself: tests/unit/test_trainer_gate.py), and the
+promotion runs against a real Redis: a job that may not activate (--no-activate, a training token) leaves the
+active version as it was even when its winner passes the gate, and a job on another data set than the active
+model's is compared with it on the digits neither was fitted on, registering the fingerprints of its own.
+"""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
-from digits.platform.registry import ModelRecord, Registry
+from digits.platform.registry import ModelRecord, Registry, fitted_key
 from digits.platform.signing import SigningKey, Verifier
-from digits.training import datasets, jobs
+from digits.training import datasets, fingerprints, jobs
 from digits.training.candidates import resolve
 from services.trainer.comparison import Fitted, fit_base
-from services.trainer.retrain import JobSetup, _gate, _report, _unlike_digits, promote
+from services.trainer.gate import Verdict
+from services.trainer.retrain import JobSetup, _report, promote
 from tests.gates import GATE_PASSED, WEAK_KNN
 
 DATA = {"source": "sample", "size": 5000, "digest": "d-sample"}
@@ -26,12 +30,9 @@ SPLIT = {"seed": 3, "validation_fraction": 0.2, "holdout_fraction": 0.1, "limit"
 WINNER = {"accuracy": 0.95, "f1_weighted": 0.94, "fit_seconds": 1.0}
 
 
-def active_record(dataset: dict[str, Any] | None = None, split: dict[str, Any] | None = None,
-                  metrics: dict[str, Any] | None = None) -> ModelRecord:
-    return ModelRecord(
-        version="v5", kind="svc", params={}, metrics={"accuracy": 0.93, "f1_weighted": 0.92} if metrics is None
-        else metrics, dataset=DATA if dataset is None else dataset, created_at="", parent="", sha256="s",
-        signature="", blob_size=1, split=SPLIT if split is None else split)
+def active_record() -> ModelRecord:
+    return ModelRecord(version="v5", kind="svc", params={}, metrics={"accuracy": 0.93, "f1_weighted": 0.92},
+                       dataset=DATA, created_at="", parent="", sha256="s", signature="", blob_size=1, split=SPLIT)
 
 
 class FakeRegistry:
@@ -54,63 +55,20 @@ def setup(active: ModelRecord | None, spec: jobs.RetrainSpec = SPEC) -> Any:
                               validated_on=lambda: "a stratified 20% of the set (seed 3)"))
 
 
-def test_with_nothing_active_the_winner_is_activated() -> None:
-    active, activate, why = _gate(setup(None), WINNER)
-    assert active is None and activate and why == "no model was active"
-
-
-def test_on_the_same_digits_a_better_winner_is_activated_a_worse_one_not() -> None:
-    active, activate, why = _gate(setup(active_record()), WINNER)
-    assert active is not None and active.version == "v5"
-    assert activate and why.endswith("(vs v5, on the same validation digits)") and "0.9500 > 0.9300" in why
-    _, activate, why = _gate(setup(active_record()), {**WINNER, "accuracy": 0.93})
-    assert not activate and "not better" in why
-
-
-def test_the_jobs_min_gain_raises_the_bar() -> None:
-    demanding = jobs.RetrainSpec(data="sample", seed=3, limit=1000, min_gain=0.05)
-    _, activate, why = _gate(setup(active_record(), demanding), WINNER)
-    assert not activate and "+ 0.0500" in why
-
-
-@pytest.mark.parametrize(("record", "reason"), [
-    (active_record(dataset={"source": "openml", "size": 70000, "digest": "d-openml"}),
-     "it was judged on another data set (openml, 70000 digits) than this job's (sample, 5000)"),
-    (active_record(dataset={}), "another data set (?, ? digits)"),
-    (active_record(split={**SPLIT, "seed": 4}), "it was judged on another split"),
-    (active_record(split={}), "another split (unrecorded)"),
-    (active_record(split={"seed": 3, "validation_last": 10_000, "holdout_fraction": 0.1, "limit": 0}),
-     "it was judged on another split"),
-    (active_record(metrics={"accuracy": 0.5}), "its validation figures are not recorded"),
-])
-def test_on_other_digits_there_is_no_comparison_and_activation_is_left_to_an_admin(record: ModelRecord,
-                                                                                  reason: str) -> None:
-    assert reason in _unlike_digits(record, setup(record))
-    active, activate, why = _gate(setup(record), {**WINNER, "accuracy": 0.999, "f1_weighted": 0.999})
-    assert active is record and not activate
-    assert why.startswith("cannot compare with the active model v5: ") and reason in why
-    assert why.endswith("an admin may activate it (digits models activate)")
-
-
-def test_same_data_and_split_are_the_same_digits() -> None:
-    assert _unlike_digits(active_record(), setup(active_record())) == ""
-
-
 def test_the_report_sets_every_candidate_beside_the_active_version() -> None:
     svc, hist = resolve(["svc", "hist-gb"])
     fitted = [Fitted(svc, object(), dict(WINNER)), Fitted(hist, error="out of memory")]  # type: ignore[arg-type]
-    report = _report(setup(active_record()), fitted, fitted[0], active_record(), "the gate's words")
+    compared = {"version": "v5", "accuracy": 0.93, "f1_weighted": 0.92, "digits": 180, "validation": 200}
+    verdict = Verdict(active_record(), True, "the gate's words", compared)
+    report = _report(setup(active_record()), fitted, fitted[0], verdict)
     assert report["job"] == "job-1" and report["winner"] == "svc" and report["gate"] == "the gate's words"
     assert report["spec"] == SPEC.to_dict() and report["dataset"] == {**DATA, "parts": [DATA]}
     assert report["split"] == {"train": 720, "holdout": 80, "validation": 200,
                                "validated_on": "a stratified 20% of the set (seed 3)"}
     assert [(c["name"], c.get("accuracy"), c.get("error")) for c in report["candidates"]] == [
         ("svc", 0.95, None), ("hist-gb", None, "out of memory")]
-    assert report["active"] == {"version": "v5", "accuracy": 0.93, "f1_weighted": 0.92, "same_digits": True}
-
-    elsewhere = active_record(split={})
-    assert _report(setup(elsewhere), fitted, fitted[0], elsewhere, "")["active"]["same_digits"] is False
-    assert _report(setup(None), fitted, fitted[0], None, "")["active"] is None
+    assert report["active"] == compared
+    assert _report(setup(None), fitted, fitted[0], Verdict(None, True, "no model was active", None))["active"] is None
 
 
 def test_a_job_whose_every_candidate_failed_registers_nothing_and_says_why() -> None:
@@ -157,3 +115,40 @@ def test_a_job_that_may_not_activate_leaves_the_active_version_even_when_its_win
     free = promote(real_setup(redis_client, mnist_sample, split), [strong])
     assert free["outcome"].startswith(f"activated {free['version']}: accuracy ")
     assert registry.active_version() == free["version"] != first["version"]
+
+
+def test_a_job_on_another_data_set_is_compared_on_the_digits_neither_model_was_fitted_on(
+    redis_client: redis.Redis, mnist_sample: datasets.Dataset
+) -> None:
+    """Issue #22's case: the active model was fitted on other data than the job's (which shares digits with it).
+    The job is no longer refused: the gate drops the validation digits the active version was fitted on (the
+    fingerprints it registered), compares both models on the rest, and activates the better one, saying so with the
+    counts in the outcome, the report and the promotion log. The new version keeps its own fingerprints."""
+    first_split = datasets.split(mnist_sample, seed=3, limit=1000)
+    (knn,) = resolve(["knn"])
+    first = promote(real_setup(redis_client, mnist_sample, first_split),
+                    [fit_base(knn.with_params(WEAK_KNN), first_split, 3)])
+    registry = real_setup(redis_client, mnist_sample, first_split).registry
+    kept = registry.get(first["version"]).fitted_digits  # a split fit: its training share and holdout
+    assert kept["scheme"] == fingerprints.SCHEME and kept["count"] == 800 and kept["bytes"] == 800 * 8
+    assert len(redis_client.get(fitted_key(first["version"])) or b"") == 800 * 8
+
+    chosen = np.random.default_rng(1).permutation(mnist_sample.size)[:3000]
+    other = datasets.Dataset(mnist_sample.pixels[chosen], mnist_sample.labels[chosen], "sample")
+    split = datasets.split(other, seed=0)
+    second = promote(real_setup(redis_client, other, split), [fit_base(knn, split, 0)])
+    print(second["outcome"])
+    compared = re.fullmatch(r"activated (v\d+): (accuracy .* on the ([\d,]+) validation digits neither model was "
+                            r"fitted on \(([\d,]+) of the job's 600 dropped: (v\d+) was fitted on them\))",
+                            second["outcome"])
+    assert compared, second["outcome"]
+    assert compared[1] == second["version"] and compared[5] == first["version"]
+    assert int(compared[3]) + int(compared[4]) == 600 and int(compared[4]) > 0
+    assert registry.active_version() == second["version"]
+    assert registry.promotions()[0].why == compared[2]
+    record = registry.get(second["version"])
+    assert record.report["gate"] == compared[2]
+    assert record.report["active"]["version"] == first["version"]
+    assert (record.report["active"]["digits"], record.report["active"]["validation"]) == (int(compared[3]), 600)
+    assert record.report["active"]["accuracy"] < record.report["active"]["winner"]["accuracy"]
+    assert record.fitted_digits["count"] == len(split.y_train) + len(split.y_hold)
