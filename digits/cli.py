@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from digits import package_version
-from digits.client import Client, DigitsClientError, Job, Model, ModelList, RetrainOptions
+from digits.client import Client, Correction, DigitsClientError, Job, Model, ModelList, RetrainOptions
 from digits.client.progress import ProgressReport
 from digits.training.candidates import CANDIDATES
 
@@ -31,7 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a list of positionals (`corrections accept ID...`) what precedes an option and leaves what
+    # follows it (`corrections accept --json ID ID`): those ids are the list's too.
+    if extra and isinstance(getattr(args, "ids", None), list) and not any(e.startswith("-") for e in extra):
+        args.ids += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         client = Client(args.gateway, tls_ca_file=args.tls_ca, insecure=args.insecure, token=args.token)
     except (ValueError, OSError) as error:  # options that contradict each other, a CA file that cannot be read
@@ -72,6 +79,22 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", parents=[common], help="read the digit in each image file")
     predict.add_argument("files", nargs="+", type=Path, metavar="IMAGE")
     predict.set_defaults(run=_predict)
+
+    correct = commands.add_parser("correct", parents=[common],
+                                  help="say what a prediction really was (its id is in `predict`'s answer)")
+    correct.add_argument("id", metavar="PREDICTION_ID")
+    correct.add_argument("truth", metavar="DIGIT", type=_truth, help="0 to 9, or not-a-digit")
+    correct.set_defaults(run=_correct)
+
+    corrections = commands.add_parser("corrections", parents=[common],
+                                      help="review corrections: list, show, accept, reject or delete (admin)")
+    corrections.add_argument("action", nargs="?", default="list",
+                             choices=["list", "show", "accept", "reject", "delete"])
+    corrections.add_argument("ids", nargs="*", metavar="PREDICTION_ID")
+    corrections.add_argument("--status", default="", choices=["", "pending", "accepted", "rejected"],
+                             help="list only those (default: all)")
+    corrections.add_argument("--limit", type=int, default=0, help="list at most this many (default 50)")
+    corrections.set_defaults(run=_corrections)
 
     retrain = commands.add_parser("retrain", parents=[common], help="enqueue a retrain job")
     retrain.add_argument("--data", default="", help="sample, idx:DIR, openml or folder:DIR (DIR/0/*.png ... "
@@ -136,9 +159,88 @@ def _predict(client: Client, args: argparse.Namespace) -> int:
             _emit(args.json, {"file": str(path), "error": reason}, f"{path}: error: {reason}")
             continue
         row = {"file": str(path), "digit": answer.digit, "confidence": round(answer.confidence, 4),
-               "version": answer.version}
-        _emit(args.json, row, f"{path}: {answer.digit} (confidence {answer.confidence:.2f}, model {answer.version})")
+               "version": answer.version, "prediction_id": answer.prediction_id}
+        _emit(args.json, row, f"{path}: {answer.digit} (confidence {answer.confidence:.2f}, model {answer.version}, "
+                              f"id {answer.prediction_id})")
     return 1 if failures else 0
+
+
+NOT_A_DIGIT = "not-a-digit"
+
+
+def _truth(text: str) -> int | None:
+    """A correction's DIGIT: 0 to 9, or not-a-digit (None)."""
+    if text.strip().lower() in {NOT_A_DIGIT, "not_a_digit", "none"}:
+        return None
+    if text.strip() in {str(d) for d in range(10)}:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"DIGIT is 0 to 9 or {NOT_A_DIGIT}, not {text!r}")
+
+
+def _said(correction: Correction) -> str:
+    return "not a digit" if correction.digit is None else str(correction.digit)
+
+
+def _correction_row(correction: Correction) -> dict[str, Any]:
+    row = asdict(correction)
+    row["model_input"] = list(correction.model_input) if correction.model_input else None
+    return row
+
+
+def _correct(client: Client, args: argparse.Namespace) -> int:
+    done = client.correct(args.id, args.truth)
+    after = "accepted" if done.status == "accepted" else f"{done.status}: an admin will review it"
+    again = "" if done.created else " (already received)"
+    _emit(args.json, _correction_row(done), f"{done.prediction_id}: {_said(done)}, where model "
+                                            f"{done.model_version} said {done.predicted_digit}; {after}{again}")
+    return 0
+
+
+def _corrections(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        listed = client.corrections(args.status, args.limit)
+        if args.json:
+            _lines(_correction_row(c) for c in listed.corrections)
+            return 0
+        _table(["PREDICTION", "STATUS", "SAID", "IS", "MODEL", "WHEN", "FROM", "REVIEWED BY"],
+               ([c.prediction_id, c.status, str(c.predicted_digit), _said(c), c.model_version, c.created_at,
+                 c.caller, c.reviewed_by] for c in listed.corrections))
+        print(f"\n{listed.pending} pending, {listed.accepted} accepted, {listed.rejected} rejected "
+              f"(room for {listed.capacity:,})")
+        return 0
+    if not args.ids:
+        print(f"digits corrections {args.action} needs one or more prediction ids", file=sys.stderr)
+        return 2
+    for prediction_id in args.ids:
+        if args.action == "show":
+            shown = client.correction(prediction_id)
+            if args.json:
+                _emit(True, _correction_row(shown), "")
+            else:
+                _show_correction(shown)
+        elif args.action == "delete":
+            _emit(args.json, {"prediction_id": client.delete_correction(prediction_id), "deleted": True},
+                  f"{prediction_id}: deleted")
+        else:
+            done = client.accept(prediction_id) if args.action == "accept" else client.reject(prediction_id)
+            _emit(args.json, _correction_row(done), f"{done.prediction_id}: {done.status} ({_said(done)})")
+    return 0
+
+
+_INK = " .:-=+*#%@"  # from no ink to full ink
+
+
+def _show_correction(correction: Correction) -> None:
+    print(f"{correction.prediction_id}: {correction.status}; it is {_said(correction)}, model "
+          f"{correction.model_version} said {correction.predicted_digit}")
+    print(f"  sent {correction.created_at} from {correction.caller}"
+          + (f"; reviewed {correction.reviewed_at} by {correction.reviewed_by}" if correction.reviewed_at else ""))
+    if correction.model_input:
+        print("  what the model saw (28x28):")
+        pixels = correction.model_input
+        for row in range(28):
+            line = "".join(_INK[pixels[row * 28 + col] * (len(_INK) - 1) // 255] * 2 for col in range(28))
+            print(f"  |{line}|")
 
 
 def _emit(as_json: bool, row: dict[str, Any], text: str) -> None:

@@ -14,6 +14,7 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413,  # too large; an overloaded service says so with Retry-After (503)
     grpc.StatusCode.UNAVAILABLE: 503,
@@ -31,12 +32,22 @@ def http_status(code: grpc.StatusCode, retry_after: str | None = None) -> int:
     return HTTP_STATUS.get(code, 500)
 
 
+def http_status_of(error: DigitsError) -> int:
+    """The HTTP status of an error raised here: its own where it has one (a per-caller rate limit is 429, where
+    gRPC has no code of its own for it), else its code's."""
+    if error.http is not None:
+        return error.http
+    retry_after = error.retry_after_seconds
+    return http_status(error.code, str(retry_after) if retry_after is not None else None)
+
+
 class DigitsError(Exception):
     """An error whose message is meant for the caller; ``retry_after_seconds`` is set where the same call may pass
     later (the service was busy, the request was fine)."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     retry_after_seconds: int | None = None
+    http: int | None = None  # the HTTP status, where the code's (HTTP_STATUS) is not the right one
 
 
 class InvalidInput(DigitsError):
@@ -62,8 +73,30 @@ class Overloaded(DigitsError):
     retry_after_seconds = 1
 
 
+class RateLimited(DigitsError):
+    """This caller sent more than its share (corrections per minute); the same call passes after
+    ``retry_after_seconds``.
+
+    gRPC clients see RESOURCE_EXHAUSTED with ``retry-after``, as for an overloaded service; HTTP clients see 429 Too
+    Many Requests with a Retry-After header, not 503: the service is fine, this caller should slow down.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http = 429
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+
 class NotFound(DigitsError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(DigitsError):
+    """What the call would create is there already, and differs (a prediction corrected otherwise before)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
 
 
 class FailedPrecondition(DigitsError):

@@ -209,6 +209,27 @@ class Settings(SharedSettings):
                                                       "way",
                                      json_schema_extra=read_by("inference"))
 
+    # Predictions people can refer to, and their corrections (docs/architecture.md, "Corrections").
+    keep_inputs_seconds: int = Field(3600, ge=0, description="how long the gateway keeps the 28x28 input of each "
+                                                             "answer under its prediction id, so that a correction "
+                                                             "can point at it; 0 = keep none (nothing can be "
+                                                             "corrected)",
+                                     json_schema_extra=read_by("gateway"))
+    keep_inputs_max: int = Field(10_000, ge=1, description="most inputs kept at once (about 1 kB of Redis each); "
+                                                           "past it the oldest go first",
+                                 json_schema_extra=read_by("gateway"))
+    corrections_max: int = Field(10_000, ge=1, description="most corrections stored, whatever their status (about "
+                                                           "1 kB each); past it new ones are refused until an admin "
+                                                           "deletes some",
+                                 json_schema_extra=read_by("gateway"))
+    corrections_per_minute: int = Field(30, ge=1, description="corrections one caller (an address) may send per "
+                                                              "minute, in bursts of as many; more get "
+                                                              "RESOURCE_EXHAUSTED (HTTP 429)",
+                                        json_schema_extra=read_by("gateway"))
+    auto_accept_corrections: bool = Field(False, description="accept corrections as they arrive, without an "
+                                                             "admin's review (a trusted deployment only)",
+                                          json_schema_extra=read_by("gateway"))
+
     log_level: str = Field("INFO", description="logs are JSON lines on stderr",
                            json_schema_extra=read_by("gateway", "inference", "trainer"))
 
@@ -220,7 +241,7 @@ class Settings(SharedSettings):
 
     def tokens(self) -> dict[str, frozenset[str]]:
         """Each accepted bearer token and the scopes it grants."""
-        granted = {self.admin_token.get_secret_value(): frozenset({"models", "training"})}
+        granted = {self.admin_token.get_secret_value(): frozenset({"models", "training", "corrections"})}
         if self.training_token is not None:
             granted[self.training_token.get_secret_value()] = frozenset({"training"})
         return granted

@@ -3,9 +3,11 @@
     from digits.client import Client
 
     with Client("127.0.0.1:50051") as client:
-        print(client.predict("seven.png").digit)
+        answer = client.predict("seven.png")
+        print(answer.digit)
         answers = client.predict_many(pixels)          # an (N, 784) array, sent in batches
         job = client.wait(client.retrain(limit=500).id)
+        client.correct(answer.prediction_id, 7)        # what it really was (None: not a digit); an admin reviews it
 
 Options left out come from ``DIGITS_*`` variables (``digits.settings``). Every method returns frozen dataclasses
 (``digits.client.types``) and raises ``DigitsClientError`` subclasses (``digits.client.errors``).
@@ -30,7 +32,18 @@ from digits.client.errors import (
     UnavailableError,
 )
 from digits.client.sync import Client
-from digits.client.types import Activation, Dataset, Job, Model, ModelList, Prediction, Promotion, Replica
+from digits.client.types import (
+    Activation,
+    Correction,
+    CorrectionList,
+    Dataset,
+    Job,
+    Model,
+    ModelList,
+    Prediction,
+    Promotion,
+    Replica,
+)
 
 __all__ = [
     "AccessDeniedError",
@@ -38,6 +51,8 @@ __all__ = [
     "AsyncClient",
     "CallCancelledError",
     "Client",
+    "Correction",
+    "CorrectionList",
     "Dataset",
     "DeadlineExceededError",
     "DigitsClientError",

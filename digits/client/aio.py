@@ -106,6 +106,24 @@ class AsyncClient(Connected[grpc.aio.Channel]):
                 on_progress(last)
         return last if last is not None else await self.job(job_id)
 
+    async def correct(self, prediction_id: str, digit: int | None) -> types.Correction:
+        return await self._call(calls.correct(prediction_id, digit))
+
+    async def corrections(self, status: str = "", limit: int = 0) -> types.CorrectionList:
+        return await self._call(calls.list_corrections(status, limit))
+
+    async def correction(self, prediction_id: str) -> types.Correction:
+        return await self._call(calls.get_correction(prediction_id))
+
+    async def accept(self, prediction_id: str) -> types.Correction:
+        return await self._call(calls.review_correction(prediction_id, True))
+
+    async def reject(self, prediction_id: str) -> types.Correction:
+        return await self._call(calls.review_correction(prediction_id, False))
+
+    async def delete_correction(self, prediction_id: str) -> str:
+        return await self._call(calls.delete_correction(prediction_id))
+
     async def _call(self, call: Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
         try:

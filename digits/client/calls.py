@@ -21,6 +21,8 @@ from digits.client.errors import InvalidInputError, UnavailableError
 from digits.mnist import N_PIXELS, SHAPE
 from digits.settings import ClientSettings, get_client_settings
 from digits.v1 import (
+    feedback_pb2,
+    feedback_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     recognizer_pb2,
@@ -38,7 +40,7 @@ _ITEM_OVERHEAD_BYTES = 16
 
 # A file path, encoded image bytes, or one digit's pixels (784 values or 28x28, 0-255, light ink on dark).
 ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray[Any, Any]"
-Service = Literal["recognizer", "models", "training"]
+Service = Literal["recognizer", "models", "training", "feedback"]
 
 
 class RetrainOptions(TypedDict, total=False):
@@ -137,6 +139,7 @@ class Connected(Generic[ChannelT]):
             "recognizer": recognizer_pb2_grpc.RecognizerStub(self._channel),
             "models": models_pb2_grpc.ModelsStub(self._channel),
             "training": training_pb2_grpc.TrainingStub(self._channel),
+            "feedback": feedback_pb2_grpc.FeedbackStub(self._channel),
         }
 
     def _open(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, int]]
@@ -295,3 +298,38 @@ def cancel_job(job_id: str) -> Call[types.Job]:
 def watch_job(job_id: str) -> Call[types.Job]:
     """A server stream: each reply is one state of the job, the last one its end."""
     return Call("training", "WatchJob", training_pb2.GetJobRequest(id=job_id), types.job, needs_token=True)
+
+
+# -- Feedback ----------------------------------------------------------------------------------------------------
+
+def correct(prediction_id: str, digit: int | None) -> Call[types.Correction]:
+    """Says what prediction ``prediction_id`` really was: ``digit`` 0 to 9, or None for "not a digit". Anyone holding
+    the id may; no token is sent."""
+    if digit is None:
+        request = feedback_pb2.CorrectRequest(prediction_id=prediction_id, not_a_digit=True)
+    elif isinstance(digit, int) and not isinstance(digit, bool) and 0 <= digit <= 9:
+        request = feedback_pb2.CorrectRequest(prediction_id=prediction_id, digit=digit)
+    else:
+        raise InvalidInputError(f"the true digit is a whole number from 0 to 9 (or None: not a digit), not {digit!r}")
+    return Call("feedback", "Correct", request, types.correction)
+
+
+def list_corrections(status: str = "", limit: int = 0) -> Call[types.CorrectionList]:
+    return Call("feedback", "ListCorrections", feedback_pb2.ListCorrectionsRequest(status=status, limit=limit),
+                types.correction_list, needs_token=True)
+
+
+def get_correction(prediction_id: str) -> Call[types.Correction]:
+    return Call("feedback", "GetCorrection", feedback_pb2.GetCorrectionRequest(prediction_id=prediction_id),
+                types.correction, needs_token=True)
+
+
+def review_correction(prediction_id: str, accept: bool) -> Call[types.Correction]:
+    return Call("feedback", "ReviewCorrection",
+                feedback_pb2.ReviewCorrectionRequest(prediction_id=prediction_id, accept=accept), types.correction,
+                needs_token=True)
+
+
+def delete_correction(prediction_id: str) -> Call[str]:
+    return Call("feedback", "DeleteCorrection", feedback_pb2.GetCorrectionRequest(prediction_id=prediction_id),
+                types.deleted, needs_token=True)

@@ -130,6 +130,32 @@ class Client(Connected[grpc.Channel]):
                 on_progress(last)
         return last if last is not None else self.job(job_id)
 
+    # -- Feedback --------------------------------------------------------------------------------------------------
+
+    def correct(self, prediction_id: str, digit: int | None) -> types.Correction:
+        """Say what a prediction really was: ``digit`` 0 to 9, or None for "not a digit". It waits for an admin's
+        review (unless the gateway accepts corrections as they come)."""
+        return self._call(calls.correct(prediction_id, digit))
+
+    def corrections(self, status: str = "", limit: int = 0) -> types.CorrectionList:
+        """The newest corrections (``status``: pending, accepted, rejected; "" for all) and how many there are."""
+        return self._call(calls.list_corrections(status, limit))
+
+    def correction(self, prediction_id: str) -> types.Correction:
+        """One correction, with the 784 bytes the model saw."""
+        return self._call(calls.get_correction(prediction_id))
+
+    def accept(self, prediction_id: str) -> types.Correction:
+        """Accept a correction into the `corrections` data set."""
+        return self._call(calls.review_correction(prediction_id, True))
+
+    def reject(self, prediction_id: str) -> types.Correction:
+        return self._call(calls.review_correction(prediction_id, False))
+
+    def delete_correction(self, prediction_id: str) -> str:
+        """Forget a correction, whatever its status (room for new ones)."""
+        return self._call(calls.delete_correction(prediction_id))
+
     def _call(self, call: Call[T]) -> T:
         method = getattr(self._stubs[call.service], call.method)
         try:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from digits.v1 import models_pb2, recognizer_pb2, training_pb2
+from digits.v1 import feedback_pb2, models_pb2, recognizer_pb2, training_pb2
 
 # RQ's statuses after which a job changes no more (digits.training.jobs.TERMINAL).
 JOB_ENDED = frozenset({"finished", "failed", "canceled", "stopped"})
@@ -20,6 +20,39 @@ class Prediction:
     version: str
     # The 784 bytes (uint8, row-major, light ink on dark) the model saw, when asked for.
     model_input: bytes | None = None
+    # The gateway's name for this answer: what `correct` points at.
+    prediction_id: str = ""
+
+
+@dataclass(frozen=True)
+class Correction:
+    prediction_id: str
+    # "pending" (waits for an admin), "accepted" (in the `corrections` data set) or "rejected".
+    status: str
+    # The true digit; None when it is not a digit at all.
+    digit: int | None
+    not_a_digit: bool
+    predicted_digit: int
+    model_version: str
+    created_at: str
+    # Who sent it (an address).
+    caller: str
+    reviewed_at: str
+    reviewed_by: str
+    # The 784 bytes the model saw: `correction(id)` only.
+    model_input: bytes | None = None
+    # False when `correct` found the same correction already there (a retry): nothing new was stored.
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class CorrectionList:
+    corrections: list[Correction]
+    # How many are stored, by status, and the most the store holds.
+    pending: int
+    accepted: int
+    rejected: int
+    capacity: int
 
 
 @dataclass(frozen=True)
@@ -117,7 +150,7 @@ class Job:
 
 def prediction(reply: recognizer_pb2.PredictResponse) -> Prediction:
     return Prediction(digit=reply.digit, confidence=reply.confidence, probabilities=tuple(reply.probabilities),
-                      version=reply.version, model_input=reply.model_input or None)
+                      version=reply.version, model_input=reply.model_input or None, prediction_id=reply.prediction_id)
 
 
 def predictions(reply: recognizer_pb2.PredictBatchResponse) -> list[Prediction]:
@@ -159,6 +192,25 @@ def job(reply: training_pb2.Job) -> Job:
 
 def jobs(reply: training_pb2.ListJobsResponse) -> list[Job]:
     return [job(j) for j in reply.jobs]
+
+
+def correction(reply: feedback_pb2.Correction) -> Correction:
+    not_a_digit = reply.WhichOneof("truth") == "not_a_digit"
+    return Correction(
+        prediction_id=reply.prediction_id, status=reply.status, digit=None if not_a_digit else reply.digit,
+        not_a_digit=not_a_digit, predicted_digit=reply.predicted_digit, model_version=reply.model_version,
+        created_at=reply.created_at, caller=reply.caller, reviewed_at=reply.reviewed_at,
+        reviewed_by=reply.reviewed_by, model_input=reply.model_input or None, created=reply.created,
+    )
+
+
+def correction_list(reply: feedback_pb2.ListCorrectionsResponse) -> CorrectionList:
+    return CorrectionList([correction(c) for c in reply.corrections], reply.pending, reply.accepted, reply.rejected,
+                          reply.capacity)
+
+
+def deleted(reply: feedback_pb2.DeleteCorrectionResponse) -> str:
+    return reply.prediction_id
 
 
 def _json(text: str) -> dict[str, Any]:

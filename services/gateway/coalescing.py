@@ -44,14 +44,15 @@ class UpstreamCall(Protocol):
 CallEach = Callable[..., UpstreamCall]  # (payload, timeout=..., wait_for_ready=...) -> call
 
 
-def _framed(request: bytes) -> bytes:
-    """One ``requests`` entry of a PredictEachRequest: the field's key, the length as a varint, the bytes."""
-    length, varint = len(request), bytearray()
+def _framed(request: bytes, suffix: bytes = b"") -> list[bytes]:
+    """One ``requests`` entry of a PredictEachRequest: the field's key, the length as a varint, the bytes (and any
+    fields appended to them), as parts to join: the request is copied once, into the batch."""
+    length, varint = len(request) + len(suffix), bytearray()
     while length > 0x7F:
         varint.append((length & 0x7F) | 0x80)
         length >>= 7
     varint.append(length)
-    return bytes([(_REQUESTS_FIELD << 3) | _LENGTH_DELIMITED]) + bytes(varint) + request
+    return [bytes([(_REQUESTS_FIELD << 3) | _LENGTH_DELIMITED]) + bytes(varint), request, suffix]
 
 
 @dataclass
@@ -59,6 +60,7 @@ class _Waiting:
     request: bytes
     deadline: float  # loop time
     future: asyncio.Future[bytes] = field(repr=False)
+    suffix: bytes = b""  # fields appended to the request (the gateway asking for the model's input)
 
 
 class Coalescer:
@@ -70,10 +72,11 @@ class Coalescer:
         self._upstream = 0
         self._flush_scheduled = False
 
-    async def predict(self, request: bytes, timeout: float) -> bytes:
-        """The serialized PredictResponse for one serialized PredictRequest, or the error it was refused with."""
+    async def predict(self, request: bytes, timeout: float, suffix: bytes = b"") -> bytes:
+        """The serialized PredictResponse for one serialized PredictRequest (``suffix``: serialized fields that
+        follow it), or the error it was refused with."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(request, loop.time() + timeout, loop.create_future())
+        waiting = _Waiting(request, loop.time() + timeout, loop.create_future(), suffix)
         self._waiting.append(waiting)
         self._schedule_flush()
         try:
@@ -120,7 +123,7 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         try:
             timeout = max(w.deadline for w in batch) - loop.time()
-            payload = b"".join(_framed(w.request) for w in batch)
+            payload = b"".join(part for w in batch for part in _framed(w.request, w.suffix))
             call = self._call_each(payload, timeout=max(timeout, 0.001), wait_for_ready=True)
             _cancel_when_all_gone(call, batch)
             try:

@@ -5,7 +5,8 @@ One channel serves every call. Its service config balances round-robin over ever
 so that a draining replica gets no new calls. The caller's deadline travels with the call.
 
 Single predictions (gRPC ``Predict``, HTTP, Open Inference items) travel in batches (``coalescing.py``);
-``PredictBatch`` and ``PredictEach`` calls are batches already and are forwarded as they are.
+``PredictBatch`` and ``PredictEach`` calls are batches already and are forwarded as they are. Every answer leaves
+with a prediction id, and its input is kept when keeping is on (``predictions.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from digits.platform.rpc import Context
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.coalescing import Coalescer
+from services.gateway.predictions import (
+    RETURN_MODEL_INPUT,
+    Answers,
+    InputKeeper,
+    WireError,
+    asks_for_model_input,
+    batch_asking_for_inputs,
+)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 # What predictions answer while no model exists anywhere (a fresh cluster, an empty registry).
@@ -75,8 +84,10 @@ class Forwarder:
     queueing without bound behind a saturated inference. No call waits longer than ``max_timeout``.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, settings: Settings, no_model: Callable[[], bool]) -> None:
+    def __init__(self, channel: grpc.aio.Channel, settings: Settings, no_model: Callable[[], bool],
+                 keeper: InputKeeper | None = None) -> None:
         self._no_model = no_model
+        self.answers = Answers(keeper)
         self._default_timeout = settings.inference_timeout_seconds
         self._max_timeout = settings.max_deadline_seconds
         self._max_in_flight = settings.gateway_max_in_flight
@@ -97,19 +108,45 @@ class Forwarder:
 
     async def _forward_predict(self, request: bytes, context: Context) -> bytes:
         with self.admitted(len(request)):
-            return await self._coalescer.predict(request, self._timeout(context.time_remaining()))
+            wanted, suffix = True, b""
+            if self.answers.keeping:
+                with contextlib.suppress(WireError):  # not a message: inference refuses it as it is
+                    wanted, suffix = asks_for_model_input(request), RETURN_MODEL_INPUT
+            reply = await self._coalescer.predict(request, self._timeout(context.time_remaining()), suffix)
+        return self.answers.finished(reply, wanted)
 
     def _forwarder(self, name: str) -> Any:
         call = self._raw[name]
+        each = name == "PredictEach"
 
         async def forward(request: bytes, context: Context) -> bytes:
             # An upstream error reaches the caller with its own status (digits.platform.rpc maps it).
-            with self.admitted(len(request)):
+            # Keeping inputs rewrites the request (one copy of it while it is forwarded): admitted as twice its size.
+            keeping = self.answers.keeping
+            with self.admitted(len(request) * (2 if keeping else 1)):
+                wanted: list[bool] | None = None
+                if keeping:
+                    with contextlib.suppress(WireError):
+                        request, wanted = batch_asking_for_inputs(request)
                 response: bytes = await call(request, timeout=self._timeout(context.time_remaining()),
                                              wait_for_ready=True)
-            return response
+            return self._finish_batch(response, wanted, each)
 
         return forward
+
+    def _finish_batch(self, reply: bytes, wanted: list[bool] | None, each: bool) -> bytes:
+        """A PredictBatch or PredictEach reply with every answer named (and its input kept)."""
+        if each:
+            outcomes = pb.PredictEachResponse.FromString(reply)
+            answers = [(o.response, i) for i, o in enumerate(outcomes.outcomes) if o.HasField("response")]
+            message: pb.PredictEachResponse | pb.PredictBatchResponse = outcomes
+        else:
+            batch = pb.PredictBatchResponse.FromString(reply)
+            answers = [(r, i) for i, r in enumerate(batch.responses)]
+            message = batch
+        for response, index in answers:
+            self.answers.finish(response, wanted[index] if wanted is not None and index < len(wanted) else True)
+        return message.SerializeToString()
 
     @contextlib.contextmanager
     def admitted(self, size: int) -> Iterator[None]:
@@ -133,15 +170,30 @@ class Forwarder:
             self._bytes -= size
 
     async def predict(self, request: pb.PredictRequest, timeout: float | None = None) -> pb.PredictResponse:
-        """One typed prediction; the caller holds its admission (``admitted``) from before it read the request."""
-        answer = await self._coalescer.predict(request.SerializeToString(), self._timeout(timeout))
-        return pb.PredictResponse.FromString(answer)
+        """One typed prediction, named; the caller holds its admission (``admitted``) from before it read the
+        request."""
+        wanted = self._ask_for_input(request)
+        answer = pb.PredictResponse.FromString(
+            await self._coalescer.predict(request.SerializeToString(), self._timeout(timeout)))
+        self.answers.finish(answer, wanted)
+        return answer
 
     async def predict_many(self, requests: Sequence[pb.PredictRequest],
                            timeout: float | None = None) -> list[pb.PredictResponse]:
-        """Typed predictions that succeed or fail together; the caller holds their admission."""
+        """Typed predictions that succeed or fail together, each named; the caller holds their admission."""
+        wanted = [self._ask_for_input(r) for r in requests]
         answers = await self._coalescer.predict_many([r.SerializeToString() for r in requests], self._timeout(timeout))
-        return [pb.PredictResponse.FromString(answer) for answer in answers]
+        replies = [pb.PredictResponse.FromString(answer) for answer in answers]
+        for reply, asked in zip(replies, wanted, strict=True):
+            self.answers.finish(reply, asked)
+        return replies
+
+    def _ask_for_input(self, request: pb.PredictRequest) -> bool:
+        """Whether the caller asked for the model's input; asks for it anyway while inputs are kept."""
+        wanted = request.return_model_input
+        if self.answers.keeping:
+            request.return_model_input = True
+        return wanted
 
     def _timeout(self, remaining: float | None) -> float:
         return min(remaining if remaining is not None else self._default_timeout, self._max_timeout)

@@ -1,4 +1,4 @@
-"""The gateway's HTTP side: the web page, JSON predict, health and Prometheus metrics."""
+"""The gateway's HTTP side: the web page, JSON predict and corrections, health and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from rq.registry import FailedJobRegistry
 
 from digits import package_version
-from digits.errors import DigitsError, InvalidInput, TooLarge, http_status
+from digits.errors import DigitsError, InvalidInput, TooLarge, Unavailable, http_status, http_status_of
 from digits.mnist import N_PIXELS, SIDE
 from digits.platform.registry import ModelRecord, Registry
 from digits.platform.rpc import LATENCY_BUCKETS, upstream_retry_after
 from digits.settings import Settings
 from digits.training import jobs
 from digits.v1 import recognizer_pb2 as pb
+from services.gateway import feedback as corrections
 from services.gateway import openapi, reports
 from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
@@ -53,11 +54,12 @@ REGISTRY = web.AppKey("registry", Registry)
 REPLICAS = web.AppKey("replicas", ReplicaWatch)
 MAX_BODY = web.AppKey("max_body", int)  # the largest request body, in bytes
 IS_SERVING: web.AppKey[Callable[[], bool]] = web.AppKey("is_serving")
+FEEDBACK: web.AppKey[corrections.Feedback | None] = web.AppKey("feedback")
 
 
 def create_app(
     forwarder: Forwarder, registry: Registry, replicas: ReplicaWatch, model: OpenInferenceModel, settings: Settings,
-    is_serving: Callable[[], bool],
+    is_serving: Callable[[], bool], feedback: corrections.Feedback | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=settings.max_message_bytes, middlewares=[_security_headers, _json_errors])
     app[FORWARDER] = forwarder
@@ -65,9 +67,11 @@ def create_app(
     app[REPLICAS] = replicas
     app[MAX_BODY] = settings.max_message_bytes
     app[IS_SERVING] = is_serving
+    app[FEEDBACK] = feedback
     app.router.add_get("/", _index)
     app.router.add_static("/static", STATIC)
     app.router.add_post("/api/predict", _predict)
+    app.router.add_post("/api/feedback", _feedback)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
@@ -99,7 +103,7 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         response = await handler(request)
     except DigitsError as error:
-        response = _error(http_status(error.code, _retry_after(error)), str(error), _retry_after(error))
+        response = _error(http_status_of(error), str(error), _retry_after(error))
     except grpc.aio.AioRpcError as error:
         hint = upstream_retry_after(error)
         response = _error(http_status(error.code(), hint), error.details() or error.code().name, hint)
@@ -183,10 +187,36 @@ async def _predict(request: web.Request) -> web.Response:
         "confidence": answer.confidence,
         "probabilities": list(answer.probabilities),
         "version": answer.version,
+        "prediction_id": answer.prediction_id,
     }
     if answer.model_input:
         body["model_input"] = list(answer.model_input)
     return web.json_response(body)
+
+
+async def _feedback(request: web.Request) -> web.Response:
+    """A correction, as the Feedback service's Correct takes it: ``{"prediction_id", "digit" | "not_a_digit"}``."""
+    feedback = request.app[FEEDBACK]
+    if feedback is None:
+        raise Unavailable("this gateway takes no corrections")
+    if request.content_type != "application/json":
+        raise InvalidInput(f"send application/json, not {request.content_type!r}: "
+                           '{"prediction_id": "...", "digit": 7} or {"prediction_id": "...", "not_a_digit": true}')
+    prediction_id, digit = corrections.parse_json(await _small_body(request, corrections.MAX_BODY))
+    correction, created = await feedback.correct(prediction_id, digit, corrections.caller_of_address(request.remote))
+    return web.json_response(corrections.as_json(correction, created), status=201 if created else 200)
+
+
+async def _small_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused as too large past ``limit`` bytes, whether or not it declares its length."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"the request body is {request.content_length:,} bytes; the limit here is {limit:,}")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(limit + 1):
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the request body is larger than the limit here, {limit:,} bytes")
+    return bytes(body)
 
 
 async def _read_predict_request(request: web.Request) -> pb.PredictRequest:

@@ -19,8 +19,9 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "the request cannot be answered as sent", 404: "no such model, version or page",
-             413: "the request is larger than the limits", 503: "overloaded (see Retry-After) or no model yet",
-             504: "no answer within the deadline"}
+             409: "the prediction was corrected otherwise already", 413: "the request is larger than the limits",
+             429: "too many corrections from this address (see Retry-After)",
+             503: "overloaded (see Retry-After) or no model yet", 504: "no answer within the deadline"}
     return {str(s): {"description": words[s], "content": _json(ERROR)} for s in statuses}
 
 
@@ -36,6 +37,8 @@ def _health(key: str) -> dict[str, Any]:
     return {**_ok(f"{key}: true", _json(schema)), "400": {"description": f"{key}: false", "content": _json(schema)}}
 
 
+PREDICTION_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                 "description": "the gateway's name for an answer, which a correction points at"}
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "const": "digits"}}
 VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^v[0-9]+$"}}
 
@@ -104,6 +107,18 @@ DOCUMENT: dict[str, Any] = {
             "requestBody": PREDICT_BODY,
             "responses": {**_ok("the digit", _json({"$ref": "#/components/schemas/Prediction"})),
                           **_errors(400, 413, 503, 504)}}},
+        "/api/feedback": {"post": {
+            "summary": "Correct a prediction: the true digit, or not a digit (the Feedback service's Correct)",
+            "description": "Anyone holding a prediction id may correct it, once; the same correction again answers "
+                           "the first (200). Corrections wait for an admin's review (`digits corrections`). "
+                           "404: the prediction expired or never existed; 429: too many from this address; 503 "
+                           "with Retry-After: the store of corrections is full.",
+            "requestBody": {"required": True, "content": _json({"$ref": "#/components/schemas/CorrectionRequest"})},
+            "responses": {"200": {"description": "the same correction, received before",
+                                  "content": _json({"$ref": "#/components/schemas/Correction"})},
+                          "201": {"description": "the correction, stored",
+                                  "content": _json({"$ref": "#/components/schemas/Correction"})},
+                          **_errors(400, 404, 409, 413, 429, 503)}}},
         "/healthz": {"get": {"summary": "Whether the gateway can forward Predict to a model",
                              "responses": {**_ok("serving", _json({"type": "object"})),
                                            "503": {"description": "not serving", "content": _json(
@@ -135,13 +150,26 @@ DOCUMENT: dict[str, Any] = {
     },
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        "Prediction": {"type": "object", "required": ["digit", "confidence", "probabilities", "version"],
+        "Prediction": {"type": "object",
+                       "required": ["digit", "confidence", "probabilities", "version", "prediction_id"],
                        "properties": {"digit": {"type": "integer", "minimum": 0, "maximum": 9},
                                       "confidence": {"type": "number"},
                                       "probabilities": {"type": "array", "items": {"type": "number"},
                                                         "minItems": 10, "maxItems": 10},
                                       "version": {"type": "string"},
+                                      "prediction_id": PREDICTION_ID,
                                       "model_input": {"type": "array", "items": {"type": "integer"}}}},
+        "CorrectionRequest": {"type": "object", "required": ["prediction_id"], "additionalProperties": False,
+                              "properties": {"prediction_id": PREDICTION_ID,
+                                             "digit": {"type": "integer", "minimum": 0, "maximum": 9,
+                                                       "description": "the digit it really is"},
+                                             "not_a_digit": {"const": True, "description": "it is no digit at all"}},
+                              "oneOf": [{"required": ["digit"]}, {"required": ["not_a_digit"]}]},
+        "Correction": {"type": "object", "properties": {
+            "prediction_id": PREDICTION_ID, "status": {"type": "string", "enum": ["pending", "accepted", "rejected"]},
+            "digit": {"type": ["integer", "null"]}, "not_a_digit": {"type": "boolean"},
+            "predicted_digit": {"type": "integer"}, "model_version": {"type": "string"},
+            "created_at": {"type": "string"}, "created": {"type": "boolean"}}},
         "ModelMetadata": {"type": "object", "properties": {
             "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
             "platform": {"type": "string"}, "inputs": {"type": "array", "items": TENSOR},
@@ -152,7 +180,10 @@ DOCUMENT: dict[str, Any] = {
             "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
                 "name": {"type": "string"}, "parameters": {"type": "object"}}}}}},
         "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
-            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "model_name": {"type": "string"}, "model_version": {"type": "string"},
+            "id": {"type": "string", "description": "the request's id when it had one, else the prediction ids"},
+            "parameters": {"type": "object", "properties": {"prediction_ids": {
+                "type": "string", "description": "each digit's prediction id, comma-separated, in order"}}},
             "outputs": {"type": "array", "items": TENSOR}}},
     }},
 }

@@ -16,17 +16,20 @@ from digits import logs, package_version
 from digits.errors import Unavailable
 from digits.oip import grpc_predict_v2_pb2_grpc as oip_grpc
 from digits.platform import rpc
+from digits.platform.corrections import Corrections
 from digits.platform.redis_connection import connect, connect_async
 from digits.platform.registry import Registry
 from digits.settings import Settings, get_settings
-from digits.v1 import models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
+from digits.v1 import feedback_pb2, feedback_pb2_grpc, models_pb2, models_pb2_grpc, training_pb2, training_pb2_grpc
 from services.gateway import forwarding
 from services.gateway.blocking import off_loop
+from services.gateway.feedback import Feedback
 from services.gateway.http import create_app
 from services.gateway.models import Models
 from services.gateway.open_inference.grpc_service import SERVICE as OIP
 from services.gateway.open_inference.grpc_service import OpenInference
 from services.gateway.open_inference.protocol import OpenInferenceModel
+from services.gateway.predictions import InputKeeper
 from services.gateway.replicas import ReplicaWatch
 from services.gateway.training import Training
 
@@ -34,8 +37,9 @@ log = logging.getLogger(__name__)
 
 MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 TRAINING = training_pb2.DESCRIPTOR.services_by_name["Training"].full_name
+FEEDBACK = feedback_pb2.DESCRIPTOR.services_by_name["Feedback"].full_name
 HEALTH_POLL_SECONDS = 1.0
-CONTROL_CALLS = 64  # Models, Training and health calls held at once, besides Recognizer calls
+CONTROL_CALLS = 64  # Models, Training, Feedback and health calls held at once, besides Recognizer calls
 
 
 class InferenceHealth:
@@ -91,17 +95,23 @@ async def main() -> None:
     # (which it sheds with a retry hint) plus room for Models, Training and health.
     server = rpc.create_server(settings.max_message_bytes,
                                max_concurrent_rpcs=2 * settings.gateway_max_in_flight + CONTROL_CALLS)
-    health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING, OIP])
+    health_servicer = rpc.add_health_and_reflection(server, [forwarding.SERVICE, MODELS, TRAINING, FEEDBACK, OIP])
     channel = forwarding.inference_channel(settings.inference_target, settings.max_message_bytes)
     inference_health = InferenceHealth(channel, health_servicer, registry)
-    forwarder = forwarding.Forwarder(channel, settings, no_model=lambda: inference_health.no_model)
+    # Kept inputs and corrections on a connection of their own: a slow write never holds the registry's.
+    store = Corrections(connect(settings, timeout=2.0), keep_seconds=settings.keep_inputs_seconds,
+                        keep_max=settings.keep_inputs_max, max_corrections=settings.corrections_max)
+    keeper = InputKeeper(store) if settings.keep_inputs_seconds > 0 else None
+    forwarder = forwarding.Forwarder(channel, settings, no_model=lambda: inference_health.no_model, keeper=keeper)
     server.add_generic_rpc_handlers([forwarder.handler()])
     replicas = ReplicaWatch(connect_async(settings), settings.replica_report_seconds)
     models_pb2_grpc.add_ModelsServicer_to_server(Models(registry, replicas, settings), server)
     training_pb2_grpc.add_TrainingServicer_to_server(Training(connection, settings), server)
+    feedback = Feedback(store, keeper, settings)
+    feedback_pb2_grpc.add_FeedbackServicer_to_server(feedback, server)
     digits_model = OpenInferenceModel(forwarder, registry, lambda: inference_health.serving, settings.max_batch_items)
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(OpenInference(digits_model, package_version()), server)
-    await rpc.set_serving(health_servicer, ["", MODELS, TRAINING, OIP], True)
+    await rpc.set_serving(health_servicer, ["", MODELS, TRAINING, FEEDBACK, OIP], True)
     await rpc.set_serving(health_servicer, [forwarding.SERVICE], False)
     grpc_address = f"{settings.bind_host}:{settings.gateway_grpc_port}"
     tls = _tls(settings)
@@ -112,7 +122,10 @@ async def main() -> None:
     await server.start()
 
     background = [asyncio.create_task(inference_health.run()), asyncio.create_task(replicas.run())]
-    app = create_app(forwarder, registry, replicas, digits_model, settings, lambda: inference_health.serving)
+    if keeper is not None:
+        background.append(asyncio.create_task(keeper.run()))
+    app = create_app(forwarder, registry, replicas, digits_model, settings, lambda: inference_health.serving,
+                     feedback)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     ssl_context = None

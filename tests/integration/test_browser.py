@@ -12,13 +12,14 @@ import io
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from digits.stack.local import LocalStack
 from tests.ci import on_ci
@@ -429,3 +430,71 @@ def test_report_pages_share_the_drawing_pages_layout(stack: LocalStack, browser:
     assert not problems, problems
     elsewhere = [url for url in requests if not _local(url, origin)]
     assert not elsewhere, f"the pages reached beyond the gateway: {elsewhere}"
+
+
+# ---------------------------------------------------------------------------------------------
+# "Wrong? It is a [0-9] / not a digit": a correction from the page
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_wrong_answer_is_corrected_from_the_page(stack: LocalStack, browser: Browser, tmp_path: Path) -> None:
+    origin = f"http://127.0.0.1:{stack.ports.gateway_http}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # As in the drawing test, Playwright's probes evaluate strings, which the page's CSP refuses: they pass here.
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, reduced_motion="reduce", bypass_csp=True)
+    problems: list[str] = []
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(origin + "/")
+    form = page.locator("#feedback")
+    assert not form.is_visible()  # nothing to correct before an answer
+
+    pixels, _ = held_out(2)
+    answers: list[dict[str, Any]] = []
+
+    def keep_answer(route: Route) -> None:  # the gateway's answer, passed on as it came
+        response = route.fetch()
+        answers.append(response.json())
+        route.fulfill(response=response)
+
+    page.route("**/api/predict*", keep_answer)
+    page.set_input_files("#file", str(picture(pixels[0], tmp_path / "digit.png")))
+    shown = shown_digit(page)
+    page.unroute("**/api/predict*")
+    answer = answers[-1]
+    assert form.is_visible() and form.get_by_text("Wrong? It is a").is_visible()
+    # Labelled buttons; the digit it said is no correction of itself.
+    assert page.get_by_role("button", name=f"It is a {shown}").is_disabled()
+    truth = (int(shown) + 3) % 10
+    choice = page.get_by_role("button", name=f"It is a {truth}")
+    assert choice.is_enabled() and page.get_by_role("button", name="not a digit").is_enabled()
+    choice.focus()
+    page.keyboard.press("Enter")  # keyboard-usable
+    page.wait_for_function("document.getElementById('feedback-status').textContent.startsWith('Thanks')")
+    assert page.inner_text("#feedback-status") == "Thanks — an admin will review it."
+    assert all(b.is_disabled() for b in form.get_by_role("button").all())  # sent once
+    screenshot(page, "corrected.png")
+    with stack.client() as admin:
+        stored = admin.correction(answer["prediction_id"])
+    assert (stored.digit, stored.status, stored.predicted_digit) == (truth, "pending", int(shown))
+
+    # Refusals in words: too many from here (may be sent again), the gateway's own words otherwise.
+    page.route("**/api/feedback", lambda route: route.fulfill(status=429, headers={"Retry-After": "42"},
+                                                                json={"error": "too many corrections"}))
+    page.set_input_files("#file", str(picture(pixels[1], tmp_path / "other.png")))
+    shown_digit(page)
+    assert page.inner_text("#feedback-status") == ""  # a new answer, a fresh offer
+    page.get_by_role("button", name="not a digit").click()
+    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('42 s')")
+    assert page.get_by_role("button", name="not a digit").is_enabled()
+    page.unroute("**/api/feedback")
+    page.route("**/api/feedback", lambda route: route.fulfill(status=404, json={
+        "error": "no prediction to correct: it expired"}))
+    page.get_by_role("button", name="not a digit").click()
+    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('expired')")
+    assert page.inner_text("#feedback-status") == "No prediction to correct: it expired"
+    screenshot(page, "correction-refused.png")
+    page.click("#clear")
+    assert not form.is_visible()
+    context.close()
+    assert not problems, problems

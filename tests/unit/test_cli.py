@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,39 @@ def test_models_show_lists_the_parts_of_the_data_and_skipped_files(capsys: pytes
     assert capsys.readouterr().out.splitlines() == [
         "  data: sample, 5000 digits", "  data: folder:/mine, 300 digits, 1 file skipped",
         "    skipped 3/bad.png: not an image"]
+
+
+def test_a_corrections_digit_is_0_to_9_or_not_a_digit() -> None:
+    assert [cli._truth(str(d)) for d in range(10)] == list(range(10))
+    assert cli._truth("not-a-digit") is None and cli._truth("NOT_A_DIGIT") is None
+    for bad in ("10", "-1", "seven", "", "7.0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="0 to 9 or not-a-digit"):
+            cli._truth(bad)
+
+
+def test_a_correction_is_shown_with_what_the_model_saw(capsys: pytest.CaptureFixture[str]) -> None:
+    ink = bytes([255 if 10 <= i % 28 < 14 else 0 for i in range(784)])  # a vertical bar: a 1
+    correction = types.Correction("d" * 32, "pending", 1, False, 7, "v3", "2026-01-01T00:00:00+00:00", "10.0.0.1",
+                                  "", "", ink)
+    cli._show_correction(correction)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{'d' * 32}: pending; it is 1, model v3 said 7"
+    drawing = [line for line in lines if line.startswith("  |")]
+    assert len(drawing) == 28 and all(line == "  |" + " " * 20 + "@" * 8 + " " * 28 + "|" for line in drawing)
+    assert cli._correction_row(correction)["model_input"] == list(ink)  # JSON: numbers, not bytes
+
+
+def test_ids_after_an_option_are_still_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def corrections(client: object, args: argparse.Namespace) -> int:
+        seen.append(args.ids)
+        return 0
+
+    monkeypatch.setattr(cli, "_corrections", corrections)
+    for argv in (["corrections", "accept", "--json", "a", "b"], ["corrections", "accept", "a", "--json", "b"],
+                 ["corrections", "--json", "accept", "a", "b"]):
+        assert cli.main(["--gateway", "127.0.0.1:1", *argv]) == 0
+    assert seen == [["a", "b"]] * 3
+    with pytest.raises(SystemExit):
+        cli.main(["--gateway", "127.0.0.1:1", "models", "list", "--bogus"])

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from digits.client import calls, errors
 from digits.client.calls import Connection, is_loopback
 from digits.settings import DEV_ADMIN_TOKEN, ClientSettings
-from digits.v1 import training_pb2
+from digits.v1 import feedback_pb2, training_pb2
 
 
 def png_bytes(size: int) -> bytes:
@@ -117,9 +117,26 @@ def test_the_token_goes_only_with_the_calls_that_need_it() -> None:
     connection = Connection.resolve(token="secret-token", settings=settings())
     assert connection.metadata(calls.list_models()) == ()
     assert connection.metadata(calls.predict(b"png")) == ()
+    assert connection.metadata(calls.correct("a" * 32, 3)) == ()  # anyone may correct: no token travels
     for call in (calls.activate("v2"), calls.rollback(), calls.pin("v2", True), calls.retrain({}),
-                 calls.list_jobs(), calls.get_job("j"), calls.cancel_job("j"), calls.watch_job("j")):
+                 calls.list_jobs(), calls.get_job("j"), calls.cancel_job("j"), calls.watch_job("j"),
+                 calls.list_corrections(), calls.get_correction("a" * 32), calls.review_correction("a" * 32, True),
+                 calls.delete_correction("a" * 32)):
         assert connection.metadata(call) == (("authorization", "Bearer secret-token"),), call.method
+
+
+def test_a_correction_names_a_digit_or_not_a_digit() -> None:
+    seven = calls.correct("a" * 32, 7).request
+    zero = calls.correct("a" * 32, 0).request
+    nothing = calls.correct("a" * 32, None).request
+    assert isinstance(seven, feedback_pb2.CorrectRequest) and seven.digit == 7
+    assert isinstance(zero, feedback_pb2.CorrectRequest) and zero.WhichOneof("truth") == "digit"
+    assert isinstance(nothing, feedback_pb2.CorrectRequest) and nothing.not_a_digit
+    for bad in (10, -1, True, "7"):
+        with pytest.raises(errors.InvalidInputError, match="0 to 9"):
+            calls.correct("a" * 32, bad)  # type: ignore[arg-type]
+    review = calls.review_correction("b" * 32, False)
+    assert review.service == "feedback" and review.method == "ReviewCorrection"
 
 
 def test_retrain_options_become_the_request() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from digits.client import types
 from digits.training import jobs
-from digits.v1 import models_pb2, recognizer_pb2, training_pb2
+from digits.v1 import feedback_pb2, models_pb2, recognizer_pb2, training_pb2
 
 
 def test_replies_become_plain_dataclasses() -> None:
@@ -15,8 +15,18 @@ def test_replies_become_plain_dataclasses() -> None:
     assert (model.version, model.params, model.metrics, model.report, model.dataset.size) == \
         ("v3", {"C": 5}, {"accuracy": 0.9}, {}, 5000)
     answer = types.prediction(recognizer_pb2.PredictResponse(digit=7, confidence=0.5, probabilities=[0.1] * 10,
-                                                             version="v3"))
+                                                             version="v3", prediction_id="c" * 32))
     assert answer.digit == 7 and answer.model_input is None and len(answer.probabilities) == 10
+    assert answer.prediction_id == "c" * 32
+    zero = types.correction(feedback_pb2.Correction(prediction_id="c" * 32, status="pending", digit=0,
+                                                    predicted_digit=6, created=True))
+    assert (zero.digit, zero.not_a_digit, zero.predicted_digit, zero.created, zero.model_input) == (
+        0, False, 6, True, None)
+    nothing = types.correction(feedback_pb2.Correction(not_a_digit=True, model_input=bytes(784)))
+    assert nothing.digit is None and nothing.not_a_digit and nothing.model_input == bytes(784)
+    listed = types.correction_list(feedback_pb2.ListCorrectionsResponse(corrections=[feedback_pb2.Correction()],
+                                                                        pending=1, capacity=10))
+    assert len(listed.corrections) == 1 and (listed.pending, listed.accepted, listed.capacity) == (1, 0, 10)
     job = types.job(training_pb2.Job(id="j", status="finished", outcome="activated: better", result_json='{"a": 1}'))
     assert job.ended and job.activated and job.result == {"a": 1} and job.spec == {}
 

@@ -47,3 +47,17 @@ def test_refused_carries_another_services_code_message_and_hint() -> None:
     assert plain.retry_after_seconds is None and errors.InvalidInput("bad").retry_after_seconds is None
     # Setting the code on one instance leaves the class (and every other error) alone.
     assert errors.DigitsError.code == grpc.StatusCode.INTERNAL
+
+
+def test_a_rate_limited_caller_gets_429_where_an_overloaded_service_gets_503() -> None:
+    limited = errors.RateLimited("too many", retry_after_seconds=7)
+    assert limited.code == grpc.StatusCode.RESOURCE_EXHAUSTED and limited.retry_after_seconds == 7
+    assert errors.http_status_of(limited) == 429
+    assert errors.http_status_of(errors.Overloaded("busy")) == 503
+    assert errors.http_status_of(errors.TooLarge("big")) == 413
+    assert errors.RateLimited("too many", retry_after_seconds=0).retry_after_seconds == 1  # never "retry now"
+
+
+def test_already_exists_is_a_conflict() -> None:
+    assert errors.AlreadyExists("twice").code == grpc.StatusCode.ALREADY_EXISTS
+    assert errors.http_status_of(errors.AlreadyExists("twice")) == 409

@@ -37,9 +37,9 @@ def _scopes(header: Any, *, training_token: str | None = TRAINING, scope: str = 
 
 
 def test_the_admin_token_has_every_scope_in_any_spelling_of_the_scheme() -> None:
-    assert _scopes(f"Bearer {ADMIN}") == {"models", "training"}
-    assert _scopes(f"bearer {ADMIN}", scope="training") == {"models", "training"}
-    assert _scopes(f"BEARER   {ADMIN}  ") == {"models", "training"}
+    assert _scopes(f"Bearer {ADMIN}") == {"models", "training", "corrections"}
+    assert _scopes(f"bearer {ADMIN}", scope="training") == {"models", "training", "corrections"}
+    assert _scopes(f"BEARER   {ADMIN}  ") == {"models", "training", "corrections"}
 
 
 def test_the_training_token_may_train_but_not_change_what_serves() -> None:

@@ -1,5 +1,6 @@
 """The gateway's forwarder against a stand-in channel (pure logic): the deadline it gives inference (the caller's,
-else the default, never past the maximum), admission (no model yet, calls and bytes in flight) and its release."""
+else the default, never past the maximum), admission (no model yet, calls and bytes in flight) and its release,
+and the prediction id on every answer, with the model's input kept (and left out of the reply unless asked for)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,48 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis
 
 from digits.errors import Overloaded, Unavailable
+from digits.platform.corrections import KeptInput
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.forwarding import NO_MODEL, Forwarder
+from services.gateway.predictions import DROPPED, InputKeeper
 
 DEFAULT, MAXIMUM = 10.0, 30.0
 
 
 class FakeChannel:
-    """Records each raw call (method, timeout); PredictEach answers digit = first pixel, PredictBatch echoes."""
+    """Records each raw call (method, timeout, payload); answers as a replica does: digit = first pixel, and the
+    model's input (every pixel the first's value) when asked for it."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, float]] = []
+        self.payloads: list[bytes] = []
 
     def unary_unary(self, path: str) -> Any:
         method = path.rsplit("/", 1)[1]
 
         def call(payload: bytes, timeout: float, wait_for_ready: bool) -> Any:
             self.calls.append((method, timeout))
+            self.payloads.append(payload)
             return asyncio.ensure_future(self._answer(method, payload))
 
         return call
 
     async def _answer(self, method: str, payload: bytes) -> bytes:
-        if method != "PredictEach":
-            return payload
-        requests = pb.PredictEachRequest.FromString(payload).requests
-        return pb.PredictEachResponse(outcomes=[
-            pb.PredictOutcome(response=pb.PredictResponse(digit=int(r.pixels.values[0]), version="v1"))
-            for r in requests]).SerializeToString()
+        requests = pb.PredictEachRequest.FromString(payload).requests  # the same wire format as PredictBatch's
+        answers = [answer(r) for r in requests]
+        if method == "PredictBatch":
+            return pb.PredictBatchResponse(responses=answers).SerializeToString()
+        return pb.PredictEachResponse(outcomes=[pb.PredictOutcome(response=a) for a in answers]).SerializeToString()
+
+
+def answer(request: pb.PredictRequest) -> pb.PredictResponse:
+    digit = int(request.pixels.values[0])
+    return pb.PredictResponse(digit=digit, version="v1",
+                              model_input=bytes([digit] * 784) if request.return_model_input else b"")
 
 
 class FakeContext:
@@ -66,7 +78,7 @@ def test_the_deadline_given_to_inference(remaining: float | None, sent: float) -
 
     async def calls() -> None:
         raw_batch = forward._forwarder("PredictBatch")
-        await raw_batch(b"batch", FakeContext(remaining))
+        await raw_batch(pb.PredictBatchRequest(requests=[predict(2)]).SerializeToString(), FakeContext(remaining))
         await forward._forward_predict(predict(3).SerializeToString(), FakeContext(remaining))  # type: ignore[arg-type]
         await forward.predict(predict(4), remaining)
         await forward.predict_many([predict(5), predict(6)], remaining)
@@ -79,14 +91,16 @@ def test_the_deadline_given_to_inference(remaining: float | None, sent: float) -
 
 
 def test_raw_batches_pass_through_and_typed_predictions_come_back_typed() -> None:
-    forward, _ = forwarder()
+    forward, channel = forwarder()
+    batch = pb.PredictBatchRequest(requests=[predict(3), predict(4)]).SerializeToString()
 
     async def calls() -> tuple[bytes, pb.PredictResponse, list[pb.PredictResponse]]:
-        raw = await forward._forwarder("PredictBatch")(b"\x01\x02", FakeContext(None))
+        raw = await forward._forwarder("PredictBatch")(batch, FakeContext(None))
         return raw, await forward.predict(predict(7)), await forward.predict_many([predict(1), predict(2)])
 
     raw, one, many = asyncio.run(calls())
-    assert raw == b"\x01\x02"
+    assert channel.payloads[0] == batch  # keeping nothing: forwarded as it came
+    assert [r.digit for r in pb.PredictBatchResponse.FromString(raw).responses] == [3, 4]
     assert one.digit == 7 and one.version == "v1"
     assert [r.digit for r in many] == [1, 2]
 
@@ -134,3 +148,102 @@ def test_an_overloaded_refusal_carries_a_retry_hint() -> None:
     with forward.admitted(1), pytest.raises(Overloaded) as refused, forward.admitted(1):
         pass
     assert refused.value.retry_after_seconds == 1
+
+
+# -- prediction ids and kept inputs ---------------------------------------------------------------------------------
+
+class FakeStore:
+    """What InputKeeper writes to (digits.platform.corrections.Corrections): records every batch."""
+
+    def __init__(self, keep_seconds: int = 3600) -> None:
+        self.keep_seconds = keep_seconds
+        self.batches: list[list[KeptInput]] = []
+
+    def keep(self, inputs: list[KeptInput]) -> int:
+        self.batches.append(list(inputs))
+        return 0
+
+
+def keeping(keep_seconds: int = 3600) -> tuple[Forwarder, FakeChannel, FakeStore, InputKeeper]:
+    store = FakeStore(keep_seconds)
+    keeper = InputKeeper(store)  # type: ignore[arg-type]
+    channel = FakeChannel()
+    return Forwarder(channel, Settings(), lambda: False, keeper), channel, store, keeper  # type: ignore[arg-type]
+
+
+def test_every_answer_is_named_even_when_nothing_is_kept() -> None:
+    forward, channel = forwarder()
+
+    async def calls() -> list[str]:
+        one = pb.PredictResponse.FromString(await forward._forward_predict(predict(3).SerializeToString(),
+                                                                           FakeContext(None)))  # type: ignore[arg-type]
+        batch = pb.PredictBatchResponse.FromString(await forward._forwarder("PredictBatch")(
+            pb.PredictBatchRequest(requests=[predict(1), predict(2)]).SerializeToString(), FakeContext(None)))
+        typed = [await forward.predict(predict(4)), *await forward.predict_many([predict(5)])]
+        return [one.prediction_id, *(r.prediction_id for r in batch.responses), *(r.prediction_id for r in typed)]
+
+    ids = asyncio.run(calls())
+    assert len(set(ids)) == 5 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # Not keeping: the gateway asks inference for nothing more than the caller did.
+    assert not any(r.return_model_input for p in channel.payloads for r in pb.PredictEachRequest.FromString(p).requests)
+
+
+def test_kept_inputs_are_what_the_model_saw_and_leave_the_reply_unless_the_caller_asked() -> None:
+    forward, channel, store, keeper = keeping()
+    asked = pb.PredictRequest(pixels=pb.Pixels(values=[6.0] * 784), return_model_input=True)
+    batch = pb.PredictBatchRequest(requests=[predict(1), asked]).SerializeToString()
+    each = pb.PredictEachRequest(requests=[predict(8)]).SerializeToString()
+
+    async def calls() -> list[pb.PredictResponse]:
+        writer = asyncio.create_task(keeper.run())
+        one = pb.PredictResponse.FromString(await forward._forward_predict(predict(3).SerializeToString(),
+                                                                           FakeContext(None)))  # type: ignore[arg-type]
+        mine = pb.PredictResponse.FromString(await forward._forward_predict(asked.SerializeToString(),
+                                                                            FakeContext(None)))  # type: ignore[arg-type]
+        many = pb.PredictBatchResponse.FromString(await forward._forwarder("PredictBatch")(batch, FakeContext(None)))
+        outcomes = pb.PredictEachResponse.FromString(await forward._forwarder("PredictEach")(each, FakeContext(None)))
+        typed = [await forward.predict(predict(4)), *await forward.predict_many([predict(5), asked])]
+        answers = [one, mine, *many.responses, *(o.response for o in outcomes.outcomes), *typed]
+        await keeper.settled(typed[-1].prediction_id)
+        writer.cancel()
+        return answers
+
+    answers = asyncio.run(calls())
+    # Every request went to inference asking for the model's input ...
+    sent = [r for p in channel.payloads for r in pb.PredictEachRequest.FromString(p).requests]
+    assert len(sent) == 8 and all(r.return_model_input for r in sent)
+    # ... which was kept under each answer's id, and returned only to the callers that asked for it.
+    kept = {k.prediction_id: k for batch_ in store.batches for k in batch_}
+    assert set(kept) == {a.prediction_id for a in answers}
+    for reply in answers:
+        assert kept[reply.prediction_id].pixels == bytes([reply.digit] * 784)
+        assert kept[reply.prediction_id].digit == reply.digit and kept[reply.prediction_id].version == "v1"
+        assert reply.model_input == (bytes([6] * 784) if reply.digit == 6 else b"")
+
+
+def test_a_full_queue_drops_inputs_without_delaying_answers() -> None:
+    store = FakeStore()
+    keeper = InputKeeper(store, capacity=2)  # type: ignore[arg-type]
+    before = DROPPED.labels("queue_full")._value.get()
+    for n in range(5):
+        keeper.keep(KeptInput(f"{n:032x}", bytes(784), 1, "v1"))
+    assert DROPPED.labels("queue_full")._value.get() - before == 3
+    assert store.batches == []  # nothing written until the writer runs: keep() never waits for Redis
+
+
+def test_a_failing_redis_drops_the_batch_and_keeps_serving() -> None:
+    class Away(FakeStore):
+        def keep(self, inputs: list[KeptInput]) -> int:
+            raise redis.ConnectionError("Redis is away")
+
+    keeper = InputKeeper(Away())  # type: ignore[arg-type]
+    before = DROPPED.labels("redis")._value.get()
+
+    async def run() -> None:
+        writer = asyncio.create_task(keeper.run())
+        keeper.keep(KeptInput("f" * 32, bytes(784), 1, "v1"))
+        await keeper.settled("f" * 32)
+        writer.cancel()
+
+    asyncio.run(run())
+    assert DROPPED.labels("redis")._value.get() - before == 1

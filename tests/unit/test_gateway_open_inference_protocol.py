@@ -26,11 +26,13 @@ from services.gateway.open_inference.protocol import (
 
 
 class FakeForwarder:
-    """predict_many as the gateway's forwarder answers it: digit = the request's first pixel (0 for an image)."""
+    """predict_many as the gateway's forwarder answers it: digit = the request's first pixel (0 for an image), and
+    prediction ids 000...1, 000...2, ... in the order of the answers."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[pb.PredictRequest], float | None]] = []
         self.admitted_sizes: list[int] = []
+        self.answered = 0
 
     async def predict_many(self, requests: Sequence[pb.PredictRequest],
                            timeout: float | None = None) -> list[pb.PredictResponse]:
@@ -41,7 +43,9 @@ class FakeForwarder:
                 int(request.pixels.values[0]) if request.pixels.values else 0)
             probabilities = [0.0] * 10
             probabilities[first % 10] = 1.0
-            answers.append(pb.PredictResponse(digit=first % 10, probabilities=probabilities, version="v7"))
+            self.answered += 1
+            answers.append(pb.PredictResponse(digit=first % 10, probabilities=probabilities, version="v7",
+                                              prediction_id=f"{self.answered:032x}"))
         return answers
 
     @contextlib.contextmanager

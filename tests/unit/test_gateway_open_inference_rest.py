@@ -125,21 +125,27 @@ def test_requested_outputs_keep_their_order_and_binary_choice() -> None:
 
 # -- the response -------------------------------------------------------------------------------------------------
 
+IDS = ["a" * 32, "b" * 32]
+
+
 def answer() -> Answer:
     return Answer("v3", [OutputTensor("digit", "INT64", np.array([4, 2], dtype="<i8")),
-                         OutputTensor("probabilities", "FP32", np.full((2, 10), 0.1, dtype="<f4"))])
+                         OutputTensor("probabilities", "FP32", np.full((2, 10), 0.1, dtype="<f4"))], IDS)
 
 
-def test_a_json_response_has_flat_data_the_version_and_the_callers_id() -> None:
+def test_a_json_response_has_flat_data_the_version_the_callers_id_and_the_prediction_ids() -> None:
     response = _response({"id": "req-1"}, answer(), {}, binary_default=False)
     assert response.content_type == "application/json" and HEADER_LENGTH not in response.headers
     assert isinstance(response.body, bytes)
     body = json.loads(response.body)
     assert body["model_name"] == "digits" and body["model_version"] == "v3" and body["id"] == "req-1"
+    assert body["parameters"] == {"prediction_ids": ",".join(IDS)}  # the caller's id echoed, ours beside it
     digit, probabilities = body["outputs"]
     assert digit == {"name": "digit", "datatype": "INT64", "shape": [2], "data": [4, 2]}
     assert probabilities["shape"] == [2, 10] and len(probabilities["data"]) == 20
-    assert "id" not in json.loads(_response({}, answer(), {}, binary_default=False).body)  # type: ignore[arg-type]
+    # A request without an id of its own gets the prediction ids as the response's id.
+    for request in ({}, {"id": ""}):
+        assert json.loads(_response(request, answer(), {}, binary_default=False).body)["id"] == ",".join(IDS)  # type: ignore[arg-type]
 
 
 def test_outputs_asked_for_as_binary_follow_the_json_header() -> None:
@@ -184,7 +190,8 @@ def test_infer_over_http_json_in_json_out() -> None:
                 "outputs": [{"name": "digit"}]}
         response = await client.post("/v2/models/digits/infer", json=body)
         assert response.status == 200
-        assert await response.json() == {"model_name": "digits", "model_version": "v7", "id": "a", "outputs": [
+        assert await response.json() == {"model_name": "digits", "model_version": "v7", "id": "a",
+                                         "parameters": {"prediction_ids": f"{1:032x}"}, "outputs": [
             {"name": "digit", "datatype": "INT64", "shape": [1], "data": [6]}]}
 
     with_client(check)

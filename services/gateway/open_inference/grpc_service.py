@@ -14,6 +14,7 @@ from services.gateway.open_inference.protocol import (
     MODEL,
     OUTPUTS,
     PLATFORM,
+    PREDICTION_IDS,
     InputTensor,
     OpenInferenceModel,
     length_prefixed,
@@ -63,7 +64,8 @@ class OpenInference(pb_grpc.GRPCInferenceServiceServicer):
                                              context.time_remaining())
         output = pb.ModelInferResponse.InferOutputTensor
         return pb.ModelInferResponse(
-            model_name=MODEL, model_version=answer.version, id=request.id,
+            model_name=MODEL, model_version=answer.version, id=answer.response_id(request.id),
+            parameters={PREDICTION_IDS: pb.InferParameter(string_param=answer.joined_ids)},
             outputs=[output(name=o.name, datatype=o.datatype, shape=o.shape) for o in answer.outputs],
             raw_output_contents=[o.raw() for o in answer.outputs],
         )

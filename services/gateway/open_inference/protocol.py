@@ -5,6 +5,10 @@ active one. Inputs (exactly one per request): ``image`` (BYTES [N], encoded imag
 FP32, [N,784] or [N,28,28]). Outputs: ``digit`` (INT64 [N]) and ``probabilities`` (FP32 [N,10]); a request that
 names outputs gets those, in its order. Each digit of a call becomes one prediction, forwarded like a Predict
 (coalesced with others); errors carry the same status codes as digits.v1.
+
+Prediction ids: each digit's answer has one, as every answer of the gateway does. A response carries them, comma-
+separated in the order of the digits, in its parameter ``prediction_ids``, and as its ``id`` unless the request
+had an ``id`` of its own: that one is echoed, as KServe and Triton do, so that a client's correlation keeps working.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ PIXEL_TYPES: dict[str, np.dtype[np.generic]] = {"UINT8": np.dtype("<u1"), "FP32"
 INPUTS = (("image", "BYTES", (-1,)), ("pixels", "FP32", (-1, N_PIXELS)))
 OUTPUTS = (("digit", "INT64", (-1,)), ("probabilities", "FP32", (-1, N_CLASSES)))
 OUTPUT_NAMES = tuple(name for name, _, _ in OUTPUTS)
+PREDICTION_IDS = "prediction_ids"  # the response parameter that names each digit's answer
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,15 @@ class OutputTensor:
 class Answer:
     version: str
     outputs: list[OutputTensor]
+    prediction_ids: list[str]
+
+    def response_id(self, request_id: str) -> str:
+        """The response's ``id``: the request's own when it had one, else the prediction ids."""
+        return request_id or self.joined_ids
+
+    @property
+    def joined_ids(self) -> str:
+        return ",".join(self.prediction_ids)
 
 
 def length_prefixed(raw: bytes) -> list[bytes]:
@@ -150,7 +164,8 @@ class OpenInferenceModel:
             raise InvalidInput(f"unknown output {', '.join(map(repr, unknown))}: the outputs are 'digit' and "
                                "'probabilities'")
         replies = await self._forwarder.predict_many(self._items(inputs), timeout)
-        return Answer(replies[0].version, _outputs(replies, requested or OUTPUT_NAMES))
+        return Answer(replies[0].version, _outputs(replies, requested or OUTPUT_NAMES),
+                      [r.prediction_id for r in replies])
 
     def _items(self, inputs: Sequence[InputTensor]) -> list[pb.PredictRequest]:
         if len(inputs) != 1:

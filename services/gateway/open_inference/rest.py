@@ -25,6 +25,7 @@ from services.gateway.open_inference.protocol import (
     MODEL,
     OUTPUTS,
     PLATFORM,
+    PREDICTION_IDS,
     Answer,
     InputTensor,
     OpenInferenceModel,
@@ -211,9 +212,10 @@ def _response(document: Mapping[str, Any], answer: Answer, requested: Mapping[st
         else:
             entry["data"] = output.array.ravel().tolist()
         outputs.append(entry)
-    header = {"model_name": MODEL, "model_version": answer.version, "outputs": outputs}
-    if "id" in document:
-        header["id"] = document["id"]
+    request_id = document.get("id")
+    header = {"model_name": MODEL, "model_version": answer.version,
+              "id": request_id if request_id not in (None, "") else answer.joined_ids,
+              "parameters": {PREDICTION_IDS: answer.joined_ids}, "outputs": outputs}
     text = json.dumps(header).encode()
     if not blobs:
         return web.Response(body=text, content_type="application/json")

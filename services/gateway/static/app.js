@@ -3,6 +3,7 @@
 "use strict";
 
 const API = "/api/predict?model_input=1";
+const FEEDBACK_API = "/api/feedback";
 const DEBOUNCE_MS = 250;
 const UNAVAILABLE = "The service is unavailable. Check the connection and try again in a moment.";
 
@@ -13,6 +14,9 @@ const seen = $("seen").getContext("2d");
 const statusLine = $("status");
 const result = $("result");
 const bars = [...$("bars").children];
+const feedback = $("feedback");
+const feedbackStatus = $("feedback-status");
+const choices = [...feedback.querySelectorAll("button")];
 
 let hasInk = false;        // anything drawn since the last clear
 let showingUpload = false; // the pad shows an uploaded picture, not a drawing
@@ -20,6 +24,7 @@ let stroke = null;         // {id, x, y} of the pointer that is drawing
 let timer = 0;
 let sequence = 0;          // only the newest request may update the page
 let inFlight = null;       // AbortController of the newest request
+let shown = null;          // the answer on the page: what "Wrong? It is a ..." corrects
 
 // ---- the pad ----------------------------------------------------------------------------------
 
@@ -223,6 +228,7 @@ function showResult(answer) {
     row.classList.toggle("top", Boolean(answer) && digit === answer.digit);
   });
   drawSeen(answer?.model_input);
+  offerCorrection(answer);
 }
 
 function percent(p) {
@@ -237,6 +243,60 @@ function drawSeen(values) {
     image.data.set([v, v, v, 255], i * 4);
   }
   seen.putImageData(image, 0, 0);
+}
+
+// ---- "Wrong? It is a [0-9] / not a digit" -----------------------------------------------------
+
+// Offered under each answer the gateway named (prediction_id); the predicted digit itself is not a correction.
+function offerCorrection(answer) {
+  shown = answer?.prediction_id ? answer : null;
+  feedback.hidden = !shown;
+  choices.forEach((button) => {
+    button.disabled = Boolean(shown) && button.dataset.digit === String(shown.digit);
+  });
+  tell("");
+}
+
+choices.forEach((button) => button.addEventListener("click", () => {
+  if (!shown) return;
+  const truth = button.dataset.digit === undefined ? { not_a_digit: true } : { digit: Number(button.dataset.digit) };
+  sendCorrection(shown, truth);
+}));
+
+async function sendCorrection(answer, truth) {
+  choices.forEach((button) => { button.disabled = true; });
+  tell("Sending…");
+  let response, reply;
+  try {
+    response = await fetch(FEEDBACK_API, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prediction_id: answer.prediction_id, ...truth }),
+    });
+    reply = await response.json().catch(() => ({}));
+  } catch (error) {
+    reply = null;
+  }
+  if (answer !== shown) return; // a newer answer replaced it meanwhile
+  if (response?.ok) {
+    tell(reply.status === "accepted" ? "Thanks — it is recorded." : "Thanks — an admin will review it.");
+    return;
+  }
+  let message = UNAVAILABLE;
+  if (response?.status === 429) {
+    const wait = response.headers.get("Retry-After");
+    message = `Too many corrections from here; try again${wait ? ` in ${wait} s` : " shortly"}.`;
+  } else if (response) {
+    // The gateway's own words (an expired answer, one corrected already, a full store), else the status's.
+    message = reply.error ? problem(400, reply.error) : problem(response.status);
+  }
+  // One that may pass later can be sent again; one refused for good (expired, corrected already) cannot.
+  if (!response || response.status === 429 || response.status >= 500) offerCorrection(answer);
+  tell(message, true);
+}
+
+function tell(message, isError = false) {
+  feedbackStatus.textContent = message;
+  feedbackStatus.classList.toggle("error", isError);
 }
 
 function say(message, isError = false) {
