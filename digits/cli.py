@@ -438,7 +438,9 @@ def _show_data_parts(data: dict[str, Any]) -> None:
     for part in parts:
         count = part.get("skipped", 0)
         skipped = f", {count} {'file' if count == 1 else 'files'} skipped" if count else ""
-        print(f"  data: {part.get('source')}, {part.get('size')} digits{skipped}")
+        used = (f" ({part['fit']} fitted on, {part['validation']} kept to validate on)"
+                if "fit" in part and "validation" in part else "")
+        print(f"  data: {part.get('source')}, {part.get('size')} digits{used}{skipped}")
         for file in part.get("skipped_files", [])[:5]:
             print(f"    skipped {file.get('path')}: {file.get('reason')}")
 

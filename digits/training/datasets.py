@@ -6,6 +6,10 @@
 - ``folder:DIR``: people's own pictures of digits, ``DIR/0/*`` ... ``DIR/9/*`` (the layout of torchvision's
   ImageFolder and Keras' image_dataset_from_directory), read by serving's own imaging code; bad files are skipped
   and named.
+- ``corrections``: the corrections an admin accepted (``digits.platform.corrections.accepted``), read from Redis
+  with the trainer's connection: the pixels the model saw, labelled with the true digit, sorted by prediction id
+  (so the same accepted set has the same digest). "Not a digit" corrections are not digits and are not in it. It
+  only adds to another source (``sample+corrections``).
 - Several joined by ``+`` (``sample+folder:DIR``): one set whose parts each keep their own validation digits.
 
 Every set comes back as uint8 pixels (n, 784), light ink on dark, with labels and a content digest.
@@ -21,7 +25,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +33,9 @@ import numpy.typing as npt
 from digits.errors import InvalidInput, TooLarge, Unavailable
 from digits.mnist import CLASSIC_VALIDATION_DIGITS, N_CLASSES, N_PIXELS, SHAPE, TRAINING_DIGITS
 from digits.training import sources
+
+if TYPE_CHECKING:
+    import redis
 
 IMAGES_FILE = "train-images-idx3-ubyte"
 LABELS_FILE = "train-labels-idx1-ubyte"
@@ -39,6 +46,7 @@ DEFAULT_VALIDATION_FRACTION = 0.2
 FOLDER_MAX_FILES = 100_000
 # A report names at most this many skipped files of a folder (it counts them all).
 MAX_NAMED_SKIPPED = 100
+CORRECTIONS = "corrections"  # the source of the accepted corrections
 
 
 @dataclass(frozen=True)
@@ -83,13 +91,20 @@ class Dataset:
             record["parts"] = [part.record() for part in self.parts]
         return record
 
-    def report(self) -> dict[str, object]:
+    def report(self, split: Split | None = None) -> dict[str, object]:
         """What a job's report says about its data: the record, every part (a single source is one part) with
-        its size, and the files each folder skipped, named (the first ``MAX_NAMED_SKIPPED``) with the reason."""
-        parts = [{**part.record(), **({"skipped_files": [{"path": s.path, "reason": s.reason}
-                                                          for s in part.skipped[:MAX_NAMED_SKIPPED]]}
-                                      if part.skipped else {})}
-                 for part in (self.parts or (self,))]
+        its size, and the files each folder skipped, named (the first ``MAX_NAMED_SKIPPED``) with the reason.
+        With the job's ``split``, the ``corrections`` part also says how many of its digits the job fitted on
+        (``fit``: training share and holdout) and how many it kept to validate on (``validation``)."""
+        parts: list[dict[str, object]] = [
+            {**part.record(), **({"skipped_files": [{"path": s.path, "reason": s.reason}
+                                                     for s in part.skipped[:MAX_NAMED_SKIPPED]]}
+                                 if part.skipped else {})}
+            for part in (self.parts or (self,))]
+        if split is not None and len(split.part_counts) == len(parts):
+            for part, (fit, validation) in zip(parts, split.part_counts, strict=True):
+                if part["source"] == CORRECTIONS:
+                    part.update(fit=fit, validation=validation)
         return {**self.record(), "parts": parts}
 
 
@@ -113,6 +128,9 @@ class Split:
     y_val: npt.NDArray[np.int64]
     spec: dict[str, Any]
     sources: tuple[str, ...] = ()  # a combination's parts, as the spec lists them (for words only)
+    # Each part's (digits fitted on: training share and holdout, digits validated on), in order (a single source
+    # is one part).
+    part_counts: tuple[tuple[int, int], ...] = ()
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "holdout": len(self.y_hold), "validation": len(self.y_val)}
@@ -157,7 +175,8 @@ def split(
         x_rest, y_rest, x_val, y_val, rule = chosen[0]
         spec = {"seed": seed, **{k: v for k, v in rule.items() if k != "size"}, "holdout_fraction": holdout_fraction}
     result = _holdout(x_rest, y_rest, x_val, y_val, seed=seed, spec=spec,
-                      sources=tuple(part.source for part in data.parts))
+                      sources=tuple(part.source for part in data.parts),
+                      part_counts=tuple((len(c[1]), len(c[3])) for c in chosen))
     _check_enough(result, data)
     return result
 
@@ -185,12 +204,13 @@ def _part_split(data: Dataset, *, seed: int, fraction: float, limit: int) -> _Pa
 
 
 def _holdout(x_rest: npt.NDArray[np.uint8], y_rest: npt.NDArray[np.int64], x_val: npt.NDArray[np.uint8],
-             y_val: npt.NDArray[np.int64], *, seed: int, spec: dict[str, Any], sources: tuple[str, ...]) -> Split:
+             y_val: npt.NDArray[np.int64], *, seed: int, spec: dict[str, Any], sources: tuple[str, ...],
+             part_counts: tuple[tuple[int, int], ...]) -> Split:
     """The split, its holdout a stratified, seeded share of the digits not validated on."""
     train, hold = _stratified(y_rest, seed, test_size=spec["holdout_fraction"])
     as_float = np.float32
     return Split(x_rest[train].astype(as_float), y_rest[train], x_rest[hold].astype(as_float), y_rest[hold],
-                 x_val.astype(as_float), y_val, spec, sources)
+                 x_val.astype(as_float), y_val, spec, sources, part_counts)
 
 
 def _stratified(labels: npt.NDArray[np.int64], seed: int, *, test_size: float | None = None,
@@ -277,11 +297,15 @@ class Where:
 
     cache_dir: Path
     limits: ImageLimits | None  # None: the settings' (DIGITS_MAX_IMAGE_BYTES, DIGITS_MAX_IMAGE_PIXELS)
+    # The Redis that holds the corrections (the trainer's connection); None: no ``corrections`` here.
+    redis_client: redis.Redis | None = None
 
 
-def load(spec: str, *, cache_dir: Path, limits: ImageLimits | None = None) -> Dataset:
-    """The data set a spec names (``sources.parse``): one source, or the parts of a combination in order."""
-    where = Where(cache_dir, limits)
+def load(spec: str, *, cache_dir: Path, limits: ImageLimits | None = None,
+         redis_client: redis.Redis | None = None) -> Dataset:
+    """The data set a spec names (``sources.parse``): one source, or the parts of a combination in order.
+    ``redis_client`` is needed for ``corrections`` only (the trainer passes its own connection)."""
+    where = Where(cache_dir, limits, redis_client)
     parts = [_LOADERS[part.kind](part.path, where) for part in sources.parse(spec)]
     return parts[0] if len(parts) == 1 else combine(parts)
 
@@ -309,8 +333,15 @@ def _folder(path: str, where: Where) -> Dataset:
     return load_folder(Path(path), where.limits or ImageLimits.from_settings())
 
 
+def _corrections(path: str, where: Where) -> Dataset:
+    if where.redis_client is None:
+        raise InvalidInput(f"{CORRECTIONS}: the accepted corrections are read from Redis, and no connection was "
+                           "given here (the trainer reads them)")
+    return load_corrections(where.redis_client)
+
+
 _LOADERS: dict[str, Callable[[str, Where], Dataset]] = {
-    "sample": _sample, "idx": _idx, "openml": _openml, "folder": _folder}
+    "sample": _sample, "idx": _idx, "openml": _openml, "folder": _folder, "corrections": _corrections}
 
 
 def fitted_digits(data: Dataset, spec: dict[str, Any], fitted_on: str) -> list[npt.NDArray[Any]] | None:
@@ -336,6 +367,20 @@ def load_source(source: str, *, cache_dir: Path) -> Dataset:
                 cache_dir=cache_dir)
 
 
+
+
+def load_corrections(client: redis.Redis) -> Dataset:
+    """The accepted corrections that name a digit, sorted by prediction id: the same accepted set gives the same
+    digits in the same order, so the same digest, however and whenever they were reviewed. None accepted fails the
+    job in words."""
+    from digits.platform import corrections  # imported here: only this source talks to Redis
+
+    found = corrections.accepted(client)
+    if not found.ids:
+        raise InvalidInput(f"{CORRECTIONS}: no accepted corrections (an admin accepts them: digits corrections "
+                           "accept ID; \"not a digit\" ones are not digits and are not in this data set)")
+    order = np.argsort(np.asarray(found.ids), kind="stable")
+    return Dataset(np.ascontiguousarray(found.pixels[order]), found.labels[order].astype(np.int64), CORRECTIONS)
 
 
 def load_sample() -> Dataset:

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from digits.errors import InvalidInput
 
 # Every kind, and whether it takes a path (``kind:DIR``) or stands alone.
-KINDS: dict[str, bool] = {"sample": False, "idx": True, "openml": False, "folder": True}
+KINDS: dict[str, bool] = {"sample": False, "idx": True, "openml": False, "folder": True, "corrections": False}
 # Kinds that are MNIST's own digits: two of them in one job would share digits, so that one part's validation
 # digits could be another part's training digits. A job combines at most one of them with other sources.
 MNIST_KINDS = frozenset({"sample", "idx", "openml"})
+# Kinds that only add to another source: the accepted corrections are digits some model got wrong, a handful and
+# skewed towards the hard ones, so a model learns its digits from another source and these on top.
+ADDED_KINDS = frozenset({"corrections"})
 MAX_PARTS = 8
 USAGE = ("use 'sample', 'idx:DIR', 'openml' or 'folder:DIR', or several joined by '+' "
-         "(sample+folder:DIR)")
+         "(sample+folder:DIR, sample+corrections)")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ def parse(spec: str) -> list[Part]:
     if len(mnist) > 1:
         raise InvalidInput(f"data {spec!r} combines {' and '.join(mnist)}, which hold the same MNIST digits (one's "
                            "validation digits would be fitted on as the other's); combine one of them with folders")
+    if all(p.kind in ADDED_KINDS for p in parts):
+        raise InvalidInput(f"data {spec!r}: {' and '.join(str(p) for p in parts)} only adds to another source (the "
+                           "accepted corrections are the few digits a model got wrong); use e.g. "
+                           f"sample+{parts[0]}")
     return parts
 
 

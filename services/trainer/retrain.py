@@ -58,8 +58,10 @@ def set_up(raw_spec: dict[str, Any]) -> JobSetup:
     settings = get_settings()
     registry = Registry.from_settings(settings)
     progress("loading data", 0.02)
+    # The registry's connection is the trainer's Redis user, which may read the corrections (digits:*).
     data = datasets.load(spec.data or settings.data, cache_dir=settings.cache_dir,
-                         limits=datasets.ImageLimits(settings.max_image_bytes, settings.max_image_pixels))
+                         limits=datasets.ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+                         redis_client=registry.redis)
     if data.skipped_count:
         log.warning("files skipped", extra={"dataset": data.source, "skipped": data.skipped_count})
     split = datasets.split(data, seed=spec.seed, validation_fraction=spec.validation_fraction,
@@ -163,7 +165,7 @@ def promote(setup: JobSetup, fitted: list[Fitted]) -> dict[str, Any]:
             "accuracy": best.metrics["accuracy"], "f1_weighted": best.metrics["f1_weighted"],
             "fit_seconds": best.metrics["fit_seconds"], "fitted_on": fitted_on,
             "final_fit": metrics.get("final_fit"), "candidates": [f.row() for f in fitted],
-            "dataset": setup.data.report(), "pruned": pruned}
+            "dataset": setup.data.report(setup.split), "pruned": pruned}
 
 
 def _report(setup: JobSetup, fitted: list[Fitted], best: Fitted, verdict: gate.Verdict) -> dict[str, Any]:
@@ -171,8 +173,9 @@ def _report(setup: JobSetup, fitted: list[Fitted], best: Fitted, verdict: gate.V
     return {
         "job": setup.job_id,
         "spec": setup.spec.to_dict(),
-        # Its parts with their sizes, and the files a folder skipped, named with the reason.
-        "dataset": setup.data.report(),
+        # Its parts with their sizes, the files a folder skipped, named with the reason, and how many of the
+        # corrections were fitted on and how many validated on.
+        "dataset": setup.data.report(setup.split),
         "split": {**setup.split.sizes(), "validated_on": setup.split.validated_on()},
         "candidates": [f.row() for f in fitted],
         "winner": best.candidate.name,

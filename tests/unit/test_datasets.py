@@ -349,3 +349,64 @@ def test_the_digit_folders_must_be_folders_of_the_folder_itself(tmp_path: Path, 
     assert data.size == 18 and 5 not in data.labels
     assert [(s.path, s.reason.split(" (")[0]) for s in data.skipped] == [
         ("5", "not a folder"), ("6/inner", "a link to a folder")]
+
+
+# -- the accepted corrections ----------------------------------------------------------------------------------
+
+def corrected(client: Any, truths: list[int | None], *, accept: int | None = None) -> list[str]:
+    """Predictions of ``truths`` (None: not a digit) kept and corrected; the first ``accept`` of them (all by
+    default) accepted, in reverse order (so that acceptance order is not id order). Their ids, in order."""
+    from digits.platform.corrections import Corrections, KeptInput, new_prediction_id
+
+    store = Corrections(client, keep_seconds=600, keep_max=1000, max_corrections=1000)
+    inputs = [KeptInput(new_prediction_id(), bytes([n % 256] * 784), 0, "v1") for n in range(len(truths))]
+    store.keep(inputs)
+    for one, truth in zip(inputs, truths, strict=True):
+        store.correct(one.prediction_id, truth, "test")
+    for one in reversed(inputs[:len(truths) if accept is None else accept]):
+        store.review(one.prediction_id, True, "admin")
+    return [one.prediction_id for one in inputs]
+
+
+def test_the_corrections_source_is_the_accepted_digits_sorted_by_id(redis_client: Any) -> None:
+    truths: list[int | None] = [3, 1, None, 4, 1, 5, 9, 2]
+    ids = corrected(redis_client, truths, accept=7)  # the last (a 2) stays pending
+    data = datasets.load_corrections(redis_client)
+    digits = sorted((i, t, n) for n, (i, t) in enumerate(zip(ids[:7], truths[:7], strict=True)) if t is not None)
+    assert data.source == "corrections" and data.size == 6  # the "not a digit" and the pending one are not in it
+    assert data.labels.tolist() == [t for _, t, _ in digits]
+    assert data.pixels.dtype == np.uint8 and data.pixels.shape == (6, 784)
+    assert [int(row[0]) for row in data.pixels] == [n for _, _, n in digits]  # each one's own pixels
+    assert datasets.load_corrections(redis_client).digest == data.digest  # the same accepted set, the same digest
+    corrected(redis_client, [7])
+    assert datasets.load_corrections(redis_client).digest != data.digest
+
+
+def test_no_accepted_corrections_or_no_redis_fails_the_job_in_words(redis_client: Any, tmp_path: Path) -> None:
+    corrected(redis_client, [None, 3], accept=1)  # only a "not a digit" accepted
+    with pytest.raises(InvalidInput, match="no accepted corrections"):
+        datasets.load_corrections(redis_client)
+    with pytest.raises(InvalidInput, match="read from Redis"):
+        datasets.load("sample+corrections", cache_dir=tmp_path)
+
+
+def test_the_corrections_part_keeps_a_stratified_fifth_to_validate_and_the_report_counts_both(
+    redis_client: Any, tmp_path: Path, mnist_sample: datasets.Dataset, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(datasets, "load_sample", lambda: mnist_sample)
+    corrected(redis_client, [d % 10 for d in range(50)])
+    data = datasets.load("sample+corrections", cache_dir=tmp_path, redis_client=redis_client)
+    assert [p.source for p in data.parts] == ["sample", "corrections"] and data.parts[1].size == 50
+    made = datasets.split(data, seed=3, limit=1000)
+    assert made.part_counts == ((800, 200), (40, 10))  # each part's own stratified 20%, the job's seed
+    assert made.sizes()["validation"] == 210
+    assert "a stratified 20% of corrections (seed 3)" in made.validated_on()
+    corrections = data.parts[1]
+    # Its validation digits are the ones it would keep alone, by the job's seed: one of each digit here.
+    rest, val = datasets._stratified(corrections.labels, 3, test_size=0.2)
+    assert sorted(corrections.labels[val].tolist()) == list(range(10))
+    assert np.array_equal(made.x_val[-10:], corrections.pixels[val].astype(np.float32))
+    report = data.report(made)
+    assert report["parts"][1] == {**corrections.record(), "fit": 40, "validation": 10}  # type: ignore[index]
+    assert "fit" not in report["parts"][0]  # type: ignore[index]
+    assert data.report() == {**data.record(), "parts": [mnist_sample.record(), corrections.record()]}
