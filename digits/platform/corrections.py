@@ -375,3 +375,58 @@ def _pixels(rows: list[bytes]) -> npt.NDArray[np.uint8]:
     if not rows:
         return np.zeros((0, N_PIXELS), dtype=np.uint8)
     return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), N_PIXELS).copy()
+
+
+# -- what people corrected, by model version (the /models/<version> page) -----------------------------------------
+
+# The newest corrections of each status read for a version's page: bounded, so the page stays fast however many
+# there are (DIGITS_CORRECTIONS_MAX is 10,000 by default, of every status together).
+VERSION_SCAN_MOST = 10_000
+LIVE_STATUSES = ("accepted", "pending")  # a rejected correction is an admin saying the person was wrong
+
+
+@dataclass(frozen=True)
+class VersionCorrections:
+    """The accepted and pending corrections of one model version: how many of each status, and how many said each
+    (predicted digit, true label) pair (the label a digit's text or ``NOT_A_DIGIT``). ``read`` corrections of
+    every version were looked at, the newest ``most`` of each status; ``complete`` says whether that was all."""
+
+    version: str
+    counts: dict[tuple[int, str], int]
+    by_status: dict[str, int]
+    read: int
+    complete: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+
+def of_version(client: redis.Redis, version: str, most: int = VERSION_SCAN_MOST) -> VersionCorrections:
+    """What people corrected of ``version``'s answers (accepted and pending): two pipelined round trips, the
+    newest ``most`` ids of each status, then one pipeline of HMGETs of their version, prediction and label."""
+    with client.pipeline(transaction=False) as pipe:
+        for status in LIVE_STATUSES:
+            pipe.zrevrange(status_key(status), 0, most - 1)
+            pipe.zcard(status_key(status))
+        listed = pipe.execute()
+    ids = [[_text(i) for i in listed[2 * n]] for n in range(len(LIVE_STATUSES))]
+    complete = all(int(listed[2 * n + 1]) <= most for n in range(len(LIVE_STATUSES)))
+    wanted = [(status, i) for status, chunk in zip(LIVE_STATUSES, ids, strict=True) for i in chunk]
+    with client.pipeline(transaction=False) as pipe:
+        for _, prediction_id in wanted:
+            pipe.hmget(correction_key(prediction_id), ["version", "predicted", "label", "status"])
+        rows = pipe.execute()
+    counts: dict[tuple[int, str], int] = {}
+    by_status = dict.fromkeys(LIVE_STATUSES, 0)
+    for (status, _), (their_version, predicted, label, now) in zip(wanted, rows, strict=True):
+        # Gone, of another version, or reviewed otherwise since the index was read: not counted here.
+        if _text(their_version) != version or _text(now) != status:
+            continue
+        try:
+            key = (int(_text(predicted)), _text(label))
+        except ValueError:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        by_status[status] += 1
+    return VersionCorrections(version, counts, by_status, len(wanted), complete)

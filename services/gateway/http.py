@@ -20,6 +20,7 @@ from rq.registry import FailedJobRegistry
 from digits import package_version
 from digits.errors import DigitsError, InvalidInput, TooLarge, Unavailable, http_status, http_status_of
 from digits.mnist import N_PIXELS, SIDE
+from digits.platform import corrections as stored_corrections
 from digits.platform.registry import ModelRecord, Registry
 from digits.platform.rpc import LATENCY_BUCKETS, upstream_retry_after
 from digits.settings import Settings
@@ -160,7 +161,15 @@ async def _models_page(request: web.Request) -> web.Response:
 async def _model_page(request: web.Request) -> web.Response:
     registry: Registry = request.app[REGISTRY]
     view = await off_loop(registry.view_of, request.match_info["version"])
-    return web.Response(text=reports.model_page(view.records[0], view.active), content_type="text/html")
+    record = view.records[0]
+    corrected, error = None, ""
+    try:  # the corrections are a part of the page: without them the rest still shows
+        corrected = await asyncio.to_thread(stored_corrections.of_version, registry.redis, record.version)
+    except redis.RedisError as failed:
+        log.warning("corrections unread", extra={"version": record.version, "error": str(failed)})
+        error = "Redis did not answer"
+    page = reports.model_page(record, view.active, corrected, error)
+    return web.Response(text=page, content_type="text/html")
 
 
 def _chart(draw: Callable[[ModelRecord], bytes]) -> Handler:

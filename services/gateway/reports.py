@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from digits.mnist import N_CLASSES
+from digits.platform.corrections import LIVE_STATUSES, NOT_A_DIGIT, VersionCorrections
 from digits.platform.registry import ModelRecord
 from services.gateway.replicas import ReplicaStatus
 
@@ -107,7 +108,10 @@ def models_page(records: list[ModelRecord], active: str, pinned: set[str], repli
     return _page("/models", "Digits: models", "Models", intro, body)
 
 
-def model_page(record: ModelRecord, active: str) -> str:
+def model_page(record: ModelRecord, active: str, corrected: VersionCorrections | None = None,
+               corrections_error: str = "") -> str:
+    """One version's page; ``corrected``: what people corrected of its answers (None: not read, and
+    ``corrections_error`` says why)."""
     report, metrics = record.report, record.metrics
     candidates = report.get("candidates") or [{"name": record.kind, **metrics}]
     winner = report.get("winner", record.kind)
@@ -142,8 +146,42 @@ def model_page(record: ModelRecord, active: str) -> str:
         f'height="400" alt="F1 by digit of {version}"></div>'
     )
     body = (_panel("candidates-title", "Candidates of this job", candidates_table)
-            + _panel("validation-title", f"{version} on the validation digits", figures))
+            + _panel("validation-title", f"{version} on the validation digits", figures)
+            + _panel("corrected-title", "What people corrected", _corrected(record.version, corrected,
+                                                                             corrections_error)))
     return _page(f"/models/{record.version}", f"Digits: {record.version}", heading, intro, body)
+
+
+def _corrected(version: str, corrected: VersionCorrections | None, error: str) -> str:
+    """A confusion table of the corrections people sent about this version's answers: the digit it predicted
+    (rows) by the digit they said it was, or "not a digit" (columns)."""
+    shown = escape(version)
+    if corrected is None:
+        return f"<p>The corrections of {shown} could not be read ({escape(error or 'no store')}).</p>"
+    statuses = " and ".join(LIVE_STATUSES)
+    scope = ("" if corrected.complete else
+             f" (of the newest {corrected.read:,} {statuses} corrections of every version: there are more)")
+    if not corrected.total:
+        return f"<p>No {statuses} corrections of {shown}'s answers{scope}.</p>"
+    counted = ", ".join(f"{corrected.by_status[s]:,} {s}" for s in LIVE_STATUSES)
+    labels = [*(str(d) for d in range(N_CLASSES)), NOT_A_DIGIT]
+    head = "".join(f'<th scope="col">{escape("not a digit" if label == NOT_A_DIGIT else label)}</th>'
+                   for label in labels)
+    rows = []
+    for predicted in range(N_CLASSES):
+        cells = [corrected.counts.get((predicted, label), 0) for label in labels]
+        if not any(cells):
+            continue
+        rows.append(f'<tr><th scope="row">{predicted}</th>'
+                    + "".join(f"<td>{count or ''}</td>" for count in cells) + f"<td>{sum(cells):,}</td></tr>")
+    others = sum(n for (predicted, _), n in corrected.counts.items() if not 0 <= predicted < N_CLASSES)
+    note = f" {others:,} more name no digit it predicted." if others else ""
+    return (f"<p>{corrected.total:,} corrections of {shown}'s answers, {statuses} ({counted}); rejected ones are "
+            f"left out{scope}. Unlike the validation figures beside them, these are answers people sent back: "
+            f"they say where {shown} goes wrong in use, not how often.{note}</p>"
+            f'<table class="corrected"><caption>Predicted digit (rows) by the digit people said it was '
+            f'(columns)</caption><tr><th scope="col">predicted</th>{head}<th scope="col">total</th></tr>'
+            f'{"".join(rows)}</table>')
 
 
 def _data_parts(data: dict[str, Any]) -> str:
@@ -152,6 +190,8 @@ def _data_parts(data: dict[str, Any]) -> str:
     if len(parts) < 2 and not data.get("skipped"):
         return ""
     listed = ", ".join(f"<code>{escape(str(p.get('source')))}</code> ({escape(str(p.get('size')))} digits"
+                       + (f": {escape(str(p['fit']))} fitted on, {escape(str(p['validation']))} kept to validate on"
+                          if "fit" in p and "validation" in p else "")
                        + (f", {escape(str(p['skipped']))} {'file' if p['skipped'] == 1 else 'files'} skipped"
                           if p.get("skipped") else "") + ")"
                        for p in parts)

@@ -214,3 +214,30 @@ def test_keeping_nothing_writes_nothing(redis_client: redis.Redis) -> None:
     assert inputs.keep([kept()]) == 0
     assert redis_client.dbsize() == 0
     assert corrections.label_text(None) == "not-a-digit" and corrections.label_text(7) == "7"
+
+
+def test_what_people_corrected_of_a_version_is_read_bounded_and_fast(redis_client: redis.Redis) -> None:
+    corrections_store = store(redis_client, keep_max=12_000, max_corrections=12_000)
+    mine = [kept(4, "v3") for _ in range(9_990)] + [kept(7, "v3") for _ in range(6)]
+    others = [kept(4, "v2") for _ in range(4)]
+    for start in range(0, len(mine) + len(others), 1000):
+        corrections_store.keep((mine + others)[start:start + 1000])
+    with redis_client.pipeline(transaction=False) as pipe:  # as if 10,000 corrections came: written directly
+        for n, one in enumerate(mine + others):
+            pipe.hset(corrections.correction_key(one.prediction_id), mapping={
+                "version": one.version, "predicted": str(one.digit), "label": "9" if n % 2 else "not-a-digit",
+                "status": "pending" if n < 10 else "accepted", "created": str(n)})
+            pipe.zadd(corrections.status_key("pending" if n < 10 else "accepted"), {one.prediction_id: n})
+        pipe.execute()
+    corrections_store.review(mine[-1].prediction_id, False, "admin")  # rejected: not counted
+    started = time.perf_counter()
+    seen = corrections.of_version(redis_client, "v3")
+    took = time.perf_counter() - started
+    assert seen.complete and seen.read == 9_999
+    assert seen.by_status == {"accepted": 9_985, "pending": 10} and seen.total == 9_995
+    assert seen.counts[(4, "9")] + seen.counts[(4, "not-a-digit")] == 9_990
+    assert seen.counts[(7, "9")] + seen.counts.get((7, "not-a-digit"), 0) == 5
+    assert took < 5, f"{took:.1f} s for 10,000 corrections"
+    bounded = corrections.of_version(redis_client, "v3", most=100)
+    assert not bounded.complete and bounded.read == 110 and bounded.total <= 110
+    assert corrections.of_version(redis_client, "v9").total == 0

@@ -403,7 +403,7 @@ def test_the_corrections_part_keeps_a_stratified_fifth_to_validate_and_the_repor
     assert "a stratified 20% of corrections (seed 3)" in made.validated_on()
     corrections = data.parts[1]
     # Its validation digits are the ones it would keep alone, by the job's seed: one of each digit here.
-    rest, val = datasets._stratified(corrections.labels, 3, test_size=0.2)
+    _, val = datasets._stratified(corrections.labels, 3, test_size=0.2)
     assert sorted(corrections.labels[val].tolist()) == list(range(10))
     assert np.array_equal(made.x_val[-10:], corrections.pixels[val].astype(np.float32))
     report = data.report(made)
