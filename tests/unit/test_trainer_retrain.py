@@ -50,7 +50,7 @@ class FakeRegistry:
 def setup(active: ModelRecord | None, spec: jobs.RetrainSpec = SPEC) -> Any:
     return SimpleNamespace(
         spec=spec, job_id="job-1", progress=lambda *a, **k: None, registry=FakeRegistry(active),
-        data=SimpleNamespace(record=lambda: dict(DATA), report=lambda: {**DATA, "parts": [dict(DATA)]}),
+        data=SimpleNamespace(record=lambda: dict(DATA), report=lambda split=None: {**DATA, "parts": [dict(DATA)]}),
         split=SimpleNamespace(sizes=lambda: {"train": 720, "holdout": 80, "validation": 200}, spec=SPLIT,
                               validated_on=lambda: "a stratified 20% of the set (seed 3)"))
 
