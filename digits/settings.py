@@ -147,7 +147,7 @@ class Settings(SharedSettings):
     # Data and training.
     data: str = Field("sample", description="training data: `sample`, `idx:DIR`, `openml` or `folder:DIR` "
                                             "(DIR/0/*.png ... DIR/9/*.png), or several joined by `+` "
-                                            "(`sample+folder:DIR`)",
+                                            "(`sample+folder:DIR`; `+corrections` adds the accepted corrections)",
                       json_schema_extra=read_by("trainer", "make up"))
     cache_dir: Path = Field(Path.home() / ".cache" / "digits", description="downloaded data sets (openml)",
                             json_schema_extra=read_by("trainer"))
