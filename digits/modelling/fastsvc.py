@@ -33,7 +33,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import SVC, NuSVC
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["FastPipeline", "FastSVC", "compile_svc_pipeline"]
+__all__ = ["Decisions", "FastPipeline", "FastSVC", "compile_svc_pipeline"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -61,6 +61,69 @@ def _pair_to_class(n_classes: int) -> tuple[F64, F64]:
     first, second = _pairs(n_classes)
     eye = np.eye(n_classes, dtype=np.float64)
     return eye[first], eye[second]
+
+
+def _votes(dec: F64, to_first: F64, to_second: F64) -> F64:
+    """libsvm's vote: pair (i, j) gives i a vote if dec > 0, else (exact 0 included) j."""
+    wins = (dec > 0).astype(np.float64)
+    # Every pair votes for j unless i wins; counts are small integers, exact in floating point.
+    votes: F64 = to_second.sum(axis=0) + wins @ (to_first - to_second)
+    return votes
+
+
+def _ovr(dec: F64, to_first: F64, to_second: F64) -> F64:
+    """sklearn's ``_ovr_decision_function(dec < 0, -dec, k)``, vectorised, for pairs mapped to classes as given."""
+    # sklearn votes for i when dec >= 0 (its "prediction" is dec < 0): >=, unlike libsvm's >.
+    votes = (dec >= 0).astype(np.float64) @ to_first + (dec < 0).astype(np.float64) @ to_second
+    confidence = dec @ (to_first - to_second)
+    scores: F64 = votes + confidence / (3.0 * (np.abs(confidence) + 1.0))
+    return scores
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """``FastSVC.decide``'s answer for n rows."""
+
+    labels: npt.NDArray[Any]
+    scores: F64  # (n, served classes): sklearn's "ovr" decision_function among the served classes
+    runner_up: npt.NDArray[Any]  # the served class with the next highest score
+    margin: F64  # the pairwise decision between label and runner-up, > 0 in the label's favour
+    familiarity: F64 | None  # the pairwise decision between label and the reject class, > 0 in the label's favour
+
+
+@dataclass(frozen=True)
+class _Served:
+    """How the served classes' pairs sit among all pairs: a model with a reject class (the last) answers only the
+    others, and their pairwise decisions are exactly those of a model fitted without it (libsvm fits each pair on
+    its two classes alone)."""
+
+    classes: npt.NDArray[Any]
+    reject: int | None
+    columns: npt.NDArray[np.intp]  # the served pairs' columns among all pairs, in libsvm order
+    first_class: F64
+    second_class: F64
+    pair: npt.NDArray[np.intp]  # pair[a, b]: the column (among served pairs) of classes a and b
+    sign: F64  # sign[a, b]: +1 where that column's decision is in a's favour, -1 in b's
+    against_reject: npt.NDArray[np.intp]  # each served class's column (among all pairs) against the reject class
+
+    @classmethod
+    def of(cls, classes: npt.NDArray[Any], reject_label: Any) -> _Served:
+        k = len(classes)
+        first, second = _pairs(k)
+        reject = None if reject_label is None else int(np.flatnonzero(classes == reject_label)[0])
+        if reject is not None and reject != k - 1:
+            raise ValueError(f"the reject class {reject_label!r} must be the last class")
+        served = k if reject is None else k - 1
+        keep = np.flatnonzero(second != reject) if reject is not None else np.arange(len(first))
+        pair = np.zeros((served, served), dtype=np.intp)
+        sign = np.zeros((served, served), dtype=np.float64)
+        for column, (a, b) in enumerate(zip(first[keep], second[keep], strict=True)):
+            pair[a, b] = pair[b, a] = column
+            sign[a, b], sign[b, a] = 1.0, -1.0
+        against = np.flatnonzero(second == reject) if reject is not None else np.zeros(0, dtype=np.intp)
+        first_class, second_class = _pair_to_class(served)
+        return cls(classes[:served], reject, keep.astype(np.intp), first_class, second_class, pair, sign,
+                   against.astype(np.intp))
 
 
 def _to_dense_float32(X: Any, n_features: int) -> F32:
@@ -103,11 +166,15 @@ class FastSVC:
         gamma: float,
         classes: npt.ArrayLike,
         break_ties: bool = False,
+        reject_label: Any = None,
     ) -> None:
         """Take libsvm-signed ``dual_coef`` (k-1, n_SV) and ``intercept`` (= -rho, one per pair).
 
         For multiclass models these are sklearn's public ``dual_coef_`` / ``intercept_``; for
         binary ones sklearn flips both signs, and ``from_svc`` flips them back.
+
+        ``reject_label``: a class that ``decide`` never answers (the last one, "not a digit"): its decisions against
+        the others are reported as their familiarity instead.
         """
         sv64 = np.asarray(support_vectors, dtype=np.float64)
         self._sv: F32 = np.ascontiguousarray(sv64, dtype=np.float32)
@@ -127,6 +194,7 @@ class FastSVC:
         self._chunk_rows = int(np.clip(2**22 // max(1, len(self._sv)), 16, CHUNK_ROWS))
         self._break_ties = bool(break_ties) and len(self.classes_) > 2
         self._check_shapes(counts)
+        self._served = _Served.of(self.classes_, reject_label)
 
     def _check_shapes(self, counts: npt.NDArray[np.intp]) -> None:
         """Fail at build time, not at the first request, on inconsistent model arrays."""
@@ -140,7 +208,7 @@ class FastSVC:
                              f"got {self._coef.T.shape}")
 
     @classmethod
-    def from_svc(cls, svc: Any) -> FastSVC:
+    def from_svc(cls, svc: Any, reject_label: Any = None) -> FastSVC:
         """Compile a fitted RBF ``SVC`` (or ``NuSVC``); ValueError if not rbf or not fitted."""
         if not isinstance(svc, (SVC, NuSVC)):
             raise ValueError(f"expected an sklearn SVC, got {type(svc).__name__}")
@@ -164,6 +232,7 @@ class FastSVC:
             classes=svc.classes_,
             # Mirrors BaseSVC.predict: break_ties only applies with the "ovr" shape.
             break_ties=svc.break_ties and svc.decision_function_shape == "ovr",
+            reject_label=reject_label if reject_label in svc.classes_ else None,
         )
 
     @property
@@ -220,19 +289,11 @@ class FastSVC:
 
     def _votes(self, dec: F64) -> F64:
         """libsvm's vote: pair (i, j) gives i a vote if dec > 0, else (exact 0 included) j."""
-        wins = (dec > 0).astype(np.float64)
-        # Every pair votes for j unless i wins; counts are small integers, exact in floating point.
-        votes: F64 = self._second_class.sum(axis=0) + wins @ (self._first_class - self._second_class)
-        return votes
+        return _votes(dec, self._first_class, self._second_class)
 
     def _ovr_scores(self, dec: F64) -> F64:
         """sklearn's ``_ovr_decision_function(dec < 0, -dec, k)``, vectorised."""
-        to_first, to_second = self._first_class, self._second_class
-        # sklearn votes for i when dec >= 0 (its "prediction" is dec < 0): >=, unlike libsvm's >.
-        votes = (dec >= 0).astype(np.float64) @ to_first + (dec < 0).astype(np.float64) @ to_second
-        confidence = dec @ (to_first - to_second)
-        scores: F64 = votes + confidence / (3.0 * (np.abs(confidence) + 1.0))
-        return scores
+        return _ovr(dec, self._first_class, self._second_class)
 
     def vote_scores(self, X: npt.ArrayLike) -> F64:
         """(n, k) scores equal to ``svc.decision_function`` with the "ovr" shape.
@@ -258,6 +319,24 @@ class FastSVC:
         """``(predict(X), vote_scores(X))`` from one kernel evaluation instead of two."""
         dec = self._decision_checked(X)
         return self._labels_from_decisions(dec), self._ovr_scores(dec)
+
+    def decide(self, X: npt.ArrayLike) -> Decisions:
+        """Labels among the served classes (all but ``reject_label``), their vote scores, the runner-up, the margin
+        between the two, and each label's decision against ``reject_label`` (None without one)."""
+        dec = self._decision_checked(X)
+        served = self._served
+        among = dec[:, served.columns] if served.reject is not None else dec
+        scores = _ovr(among, served.first_class, served.second_class)
+        # As ``predict``: the ovr scores decide with break_ties, libsvm's votes (lowest index on a tie) without.
+        ranking = scores if self._break_ties else _votes(among, served.first_class, served.second_class)
+        index = np.argmax(ranking, axis=1)
+        rows = np.arange(len(index))
+        others = scores.copy()
+        others[rows, index] = -np.inf
+        runner = np.argmax(others, axis=1)
+        margin = among[rows, served.pair[index, runner]] * served.sign[index, runner]
+        familiarity = None if served.reject is None else dec[rows, served.against_reject[index]]
+        return Decisions(served.classes[index], scores, served.classes[runner], margin, familiarity)
 
 
 def _direct(step: Any) -> Callable[[Any], Any]:
@@ -312,8 +391,11 @@ class FastPipeline:
     def decision_ovo(self, X: Any) -> F64:
         return self.model.decision_ovo(self.transform(X))
 
+    def decide(self, X: Any) -> Decisions:
+        return self.model.decide(self.transform(X))
 
-def compile_svc_pipeline(pipeline: Any) -> FastPipeline | None:
+
+def compile_svc_pipeline(pipeline: Any, reject_label: Any = None) -> FastPipeline | None:
     """A ``FastPipeline`` if ``pipeline``'s final step is a fitted RBF SVC (or exposes one as ``svc_``), else None.
 
     None means "not compilable": the caller should use the estimator itself. A pipeline that
@@ -335,4 +417,4 @@ def compile_svc_pipeline(pipeline: Any) -> FastPipeline | None:
         final = inner
     if not isinstance(final, (SVC, NuSVC)) or final.kernel != "rbf":
         return None
-    return FastPipeline(transform_steps=tuple(steps), model=FastSVC.from_svc(final))
+    return FastPipeline(transform_steps=tuple(steps), model=FastSVC.from_svc(final, reject_label))

@@ -16,7 +16,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -24,8 +24,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digits.errors import InvalidInput, TooLarge
 from digits.mnist import CENTRE, N_PIXELS, SIDE
+from digits.modelling import marks
 
-__all__ = ["declared_pixels", "pixel_bytes_to_image", "pixels_to_image", "read_image"]
+__all__ = ["Reading", "declared_pixels", "pixel_bytes_to_image", "pixels_to_image", "read_grey", "read_image",
+           "read_picture"]
 
 # MNIST fitted each digit into a 20x20 box, leaving a 4 px margin for centring by mass.
 DIGIT_BOX = 20
@@ -164,19 +166,36 @@ def declared_pixels(data: bytes, *, max_bytes: int, max_pixels: int) -> int:
             raise InvalidInput(f"could not read the image: {_describe(exc)}") from None
 
 
-def read_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+class Reading(NamedTuple):
+    """What a picture holds for the model: the 28x28 digit (784 float32, 0..255) and how many digit-sized marks
+    of ink stand side by side in it (``digits.modelling.marks``)."""
+
+    row: npt.NDArray[np.float32]
+    marks: int
+
+
+def read_picture(data: bytes, *, max_bytes: int, max_pixels: int) -> Reading:
     """Decode an encoded image (PNG, JPEG, BMP, GIF, WebP; any size) into the digit the model expects.
 
-    Returned as float32 shape (784,) (28x28 row-major), values 0..255, light ink on a dark
-    background, exactly like MNIST.
-    Raises InvalidInput (not an image, wrong format, no digit in it) or TooLarge (bytes or pixels).
+    The row is float32 shape (784,) (28x28 row-major), values 0..255, light ink on a dark background, exactly
+    like MNIST. Raises InvalidInput (not an image, wrong format, no digit in it) or TooLarge (bytes or pixels).
     """
     _check_byte_size(data, max_bytes)
     grey, alpha = _decode(data, max_pixels)
     if alpha is not None:
         grey = _flatten_transparency(grey, alpha)
+    return read_grey(grey)
+
+
+def read_image(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+    """``read_picture``'s row alone: for data sets, where each picture is known to hold one digit."""
+    return read_picture(data, max_bytes=max_bytes, max_pixels=max_pixels).row
+
+
+def read_grey(grey: FloatImage) -> Reading:
+    """A decoded picture's grey levels (any size, any polarity) as the model reads them."""
     ink = _ink_on_black(grey)
-    return _mnist_layout(ink)
+    return Reading(_mnist_layout(ink), marks.digit_sized(ink))
 
 
 def _check_byte_size(data: bytes, max_bytes: int) -> None:

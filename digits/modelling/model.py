@@ -26,6 +26,7 @@ from scipy.special import log_softmax, softmax
 from digits.errors import NotServable
 from digits.mnist import N_CLASSES, N_PIXELS
 from digits.modelling import storage
+from digits.modelling.verdicts import NOT_A_DIGIT_LABEL, Answers, Thresholds
 
 Floats = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -41,6 +42,15 @@ class ServedModel(ABC):
 
     @abstractmethod
     def predict(self, pixels: Floats) -> tuple[Labels, Floats]: ...
+
+    def answer(self, pixels: Floats) -> Answers:
+        """``predict`` with the runner-up and, for models that compute them, the scores behind the verdict."""
+        return Answers.from_probabilities(*self.predict(pixels))
+
+    @property
+    def thresholds(self) -> Thresholds | None:
+        """The verdict's thresholds, calibrated for this model when it was fitted; None: it has none."""
+        return None
 
     def prepare(self) -> None:
         """Build derived serving state (the fast path) after unpickling; the default has none."""
@@ -85,6 +95,7 @@ class DigitModel(ServedModel):
     def __init__(self, estimator: Any, temperature: float | None = None) -> None:
         self.estimator = estimator
         self.temperature = temperature
+        self.calibrated: Thresholds | None = None
         self._fast: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -92,6 +103,19 @@ class DigitModel(ServedModel):
         state = self.__dict__.copy()
         state["_fast"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.calibrated = None  # models stored before verdicts existed have no thresholds
+        self.__dict__.update(state)
+
+    @property
+    def thresholds(self) -> Thresholds | None:
+        return self.calibrated
+
+    @property
+    def learned_not_a_digit(self) -> bool:
+        """True when the estimator learned a "not a digit" class besides the ten digits."""
+        return NOT_A_DIGIT_LABEL in getattr(self.estimator, "classes_", ())
 
     @property
     def votes_only(self) -> bool:
@@ -104,7 +128,9 @@ class DigitModel(ServedModel):
         from digits.modelling.fastsvc import compile_svc_pipeline
 
         if hasattr(self.estimator, "steps"):
-            self._fast = compile_svc_pipeline(self.estimator)
+            self._fast = compile_svc_pipeline(self.estimator, reject_label=NOT_A_DIGIT_LABEL)
+        if self.learned_not_a_digit and self._fast is None:
+            raise NotServable("a model that learned a 'not a digit' class is served only on the fast SVC path")
 
     @property
     def fast(self) -> bool:
@@ -113,19 +139,29 @@ class DigitModel(ServedModel):
     def predict(self, pixels: Floats) -> tuple[Labels, Floats]:
         """Digits and their ten probabilities for each row of ``pixels`` (n, 784)."""
         if self._fast is not None:
-            labels, scores = self._fast.predict_with_scores(pixels)
-            return np.asarray(labels, dtype=np.int64), self._softmax(scores)
+            answers = self.answer(pixels)
+            return answers.labels, answers.probabilities
         if self.votes_only:
             scores = self.estimator.decision_function(pixels)
             return np.asarray(self.estimator.predict(pixels), dtype=np.int64), self._softmax(scores)
         probabilities = np.asarray(self.estimator.predict_proba(pixels), dtype=np.float32)
         return np.argmax(probabilities, axis=1).astype(np.int64), probabilities
 
+    def answer(self, pixels: Floats) -> Answers:
+        if self._fast is None:
+            return super().answer(pixels)
+        decided = self._fast.decide(pixels)
+        return Answers(np.asarray(decided.labels, dtype=np.int64), self._softmax(decided.scores),
+                       np.asarray(decided.runner_up, dtype=np.int64), decided.margin, decided.familiarity)
+
     def calibrate(self, pixels: Floats, labels: Labels) -> None:
         """Fit the softmax temperature on held-out digits by minimising their negative log-likelihood."""
         if not self.votes_only:
             return
-        scores = np.asarray(self.estimator.decision_function(pixels), dtype=np.float64)
+        if self._fast is None:
+            self.prepare()
+        scores = self._fast.decide(pixels).scores if self._fast is not None else np.asarray(
+            self.estimator.decision_function(pixels), dtype=np.float64)
         rows = np.arange(len(labels))
 
         def nll(log_t: float) -> float:
@@ -141,7 +177,10 @@ class DigitModel(ServedModel):
     def describe(self) -> dict[str, Any]:
         """The estimator, its temperature, and for SVC-family models the number of support vectors."""
         final = self.estimator[-1] if hasattr(self.estimator, "steps") else self.estimator
-        facts: dict[str, Any] = {"estimator": type(final).__name__, "temperature": self.temperature}
+        facts: dict[str, Any] = {"estimator": type(final).__name__, "temperature": self.temperature,
+                                 "learned_not_a_digit": self.learned_not_a_digit}
+        if self.calibrated is not None:
+            facts["thresholds"] = self.calibrated.describe()
         if hasattr(final, "support_vectors_"):
             facts["n_support_vectors"] = int(final.support_vectors_.shape[0])
             facts["n_features"] = int(final.support_vectors_.shape[1])  # what each kernel evaluation reads

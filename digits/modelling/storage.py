@@ -34,6 +34,7 @@ MOVED: Mapping[str, str] = {
 
 _DIGITS = {
     "digits.modelling.model": ("DigitModel", "scale_pixels"),
+    "digits.modelling.verdicts": ("Thresholds",),
     "digits.modelling.ensembles": ("VoteEnsemble", "BlendEnsemble"),
     "digits.modelling.preprocessing": ("Deskew",),
     "digits.modelling.gradients": ("GradientFeatures",),

@@ -19,7 +19,7 @@ from digits.errors import InvalidInput
 
 Kind = Literal["base", "vote", "blend"]
 # Parameters that shape the job rather than the estimator.
-JOB_PARAMS = frozenset({"top_n", "shifts"})
+JOB_PARAMS = frozenset({"top_n", "shifts", "not_a_digit"})
 # Parameters that shape a base candidate's pipeline before its estimator (each adds a fitted, pickled step).
 PIPELINE_PARAMS = frozenset({"deskew", "gradients"})
 
@@ -57,6 +57,11 @@ class Candidate:
         return int(self.params.get("shifts", 0))
 
     @property
+    def not_a_digit(self) -> int:
+        """Non-digits per family to learn a "not a digit" class from (``digits.training.open_set``); 0: none."""
+        return int(self.params.get("not_a_digit", 0))
+
+    @property
     def deskew(self) -> bool:
         """Whether the pipeline deskews the scaled digits before its estimator (``digits.modelling.preprocessing``)."""
         return bool(self.params.get("deskew", False))
@@ -87,6 +92,9 @@ VSV_PARAMS = {"deskew": True, "components": 50, "C": 10.0, "gamma": 0.04, "virtu
 GRADIENTS = {"normalisation": "moment", "canvas": 32, "size": 24.0, "aspect": "sqrt", "slant": True, "radius": 2.0,
              "grid": 7, "sigma": 2.0, "directions": 16, "power": 0.5, "components": 128}
 SVC_GRAD_PARAMS = {"gradients": GRADIENTS, "C": 10.0, "gamma": "scale", "break_ties": True}
+# The production recipe also learns what is not a digit: this many of the project's own non-digits per family (at
+# most a ninth of the training digits), the verdict's familiarity score (docs/model-quality.md, "Honest answers").
+NOT_A_DIGIT = {"not_a_digit": 1000}
 # The plain gradient-feature SVC the production recipe was measured against: deskewed digits, 8 directions.
 PLAIN_GRADIENTS = {**GRADIENTS, "normalisation": "deskew", "directions": 8, "components": 0}
 HIST_GB = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 31, "early_stopping": False}
@@ -98,9 +106,9 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in [
               "the svc recipe trained on the digits plus one-pixel shifts up, down, left and right"),
     Candidate("svc-deskew", "base", SVC_DESKEW_PARAMS,
               "the svc recipe on deskewed digits (sheared upright, mass centred: a step of the pipeline)"),
-    Candidate("svc-grad", "base", SVC_GRAD_PARAMS,
+    Candidate("svc-grad", "base", {**SVC_GRAD_PARAMS, **NOT_A_DIGIT},
               "RBF SVC on gradient-direction features of moment-normalised digits, projected on 128 principal "
-              "components (the production recipe)"),
+              "components, with a class for what is not a digit (the production recipe)"),
     Candidate("svc-grad-deskew", "base", {**SVC_GRAD_PARAMS, "gradients": PLAIN_GRADIENTS},
               "RBF SVC on 8-direction gradient features of deskewed digits (the plain gradient SVC)"),
     Candidate("svc-vsv", "base", VSV_PARAMS,

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter, Histogram
 
+from digits.modelling.verdicts import Answers
 from services.inference.active_model import Loaded
 
 ABANDONED = Counter(
@@ -33,7 +34,6 @@ BATCH_ROWS = Histogram(
     "digits_batch_rows", "Rows per model call after coalescing.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 )
 
-Result = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
 # Rows a lone request may compute on the event loop: small enough to take well under a millisecond.
 INLINE_ROWS = 4
 
@@ -42,7 +42,7 @@ INLINE_ROWS = 4
 class _Pending:
     loaded: Loaded
     rows: npt.NDArray[np.float32]
-    future: asyncio.Future[Result] = field(repr=False)
+    future: asyncio.Future[Answers] = field(repr=False)
 
 
 class MicroBatcher:
@@ -65,13 +65,13 @@ class MicroBatcher:
         finally:
             self._arriving -= 1
 
-    async def predict(self, loaded: Loaded, rows: npt.NDArray[np.float32]) -> Result:
+    async def predict(self, loaded: Loaded, rows: npt.NDArray[np.float32]) -> Answers:
         if len(rows) <= INLINE_ROWS and await self._alone():
             BATCH_ROWS.observe(len(rows))
-            return loaded.model.predict(rows)
+            return loaded.model.answer(rows)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answers] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(loaded, rows, future))
         return await future
 
@@ -132,7 +132,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         self._computing = True
         try:
-            labels, probabilities = await loop.run_in_executor(self._model_thread, model.predict, stacked)
+            answers = await loop.run_in_executor(self._model_thread, model.answer, stacked)
         except Exception as error:
             for pending in group:
                 if not pending.future.done():
@@ -144,7 +144,7 @@ class MicroBatcher:
         for pending in group:
             end = start + len(pending.rows)
             if not pending.future.done():
-                pending.future.set_result((labels[start:end], probabilities[start:end]))
+                pending.future.set_result(answers.rows(start, end))
             start = end
 
 

@@ -23,11 +23,12 @@ import numpy.typing as npt
 from prometheus_client import Counter
 
 from digits.errors import DigitsError, InvalidInput, Overloaded, TooLarge
-from digits.modelling import imaging
+from digits.modelling import imaging, marks
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 
 Row = npt.NDArray[np.float32]
+Reading = imaging.Reading
 DECODE_THREADS = 2
 # A call's only image is decoded on the event loop up to this many declared pixels (a 128x128 picture; a
 # 28x28 digit is 784): its decode costs less than the hand-off to a thread, and blocks the loop for well under
@@ -45,9 +46,10 @@ class Decoder:
         self._in_flight = 0
         self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
 
-    async def rows(self, items: Sequence[pb.PredictRequest], *, batch: bool, alone: bool = True) -> list[Row]:
-        """The 784 pixels the model reads for each request, in order; errors name the batch item. ``alone``: no
-        other image of the same call is being decoded, so a small one may be decoded on the loop."""
+    async def rows(self, items: Sequence[pb.PredictRequest], *, batch: bool, alone: bool = True) -> list[Reading]:
+        """The 784 pixels the model reads for each request, and its marks of ink, in order; errors name the batch
+        item. ``alone``: no other image of the same call is being decoded, so a small one may be decoded on the
+        loop."""
         with self._reserved(items, batch=batch) as declared:
             images = sum(1 for pixels in declared if pixels)
             if images <= 1:  # nothing to overlap: no tasks
@@ -61,12 +63,12 @@ class Decoder:
                 raise failed.exceptions[0] from None
             return [task.result() for task in tasks]
 
-    async def rows_each(self, items: Sequence[pb.PredictRequest]) -> list[Row | DigitsError]:
+    async def rows_each(self, items: Sequence[pb.PredictRequest]) -> list[Reading | DigitsError]:
         """Each request's row, or why it has none: the items stand alone (a bad or refused one fails only itself)."""
 
         alone = sum(item.WhichOneof("input") == "image" for item in items) <= 1
 
-        async def one(item: pb.PredictRequest) -> Row | DigitsError:
+        async def one(item: pb.PredictRequest) -> Reading | DigitsError:
             try:
                 return (await self.rows([item], batch=False, alone=alone))[0]
             except DigitsError as error:
@@ -97,7 +99,7 @@ class Decoder:
         with _naming(index):
             return imaging.declared_pixels(item.image, max_bytes=self._max_bytes, max_pixels=self._max_pixels)
 
-    async def _row(self, item: pb.PredictRequest, index: int | None, *, inline: bool = False) -> Row:
+    async def _row(self, item: pb.PredictRequest, index: int | None, *, inline: bool = False) -> Reading:
         with _naming(index):
             which = item.WhichOneof("input")
             if which == "image" and inline:
@@ -105,18 +107,23 @@ class Decoder:
             if which == "image":
                 return await asyncio.get_running_loop().run_in_executor(self._pool, self._decode, item.image)
             if which == "pixels":
-                return imaging.pixels_to_image(item.pixels.values)
+                return _counted(imaging.pixels_to_image(item.pixels.values))
             if which == "pixel_bytes":
-                return imaging.pixel_bytes_to_image(item.pixel_bytes)
+                return _counted(imaging.pixel_bytes_to_image(item.pixel_bytes))
             raise InvalidInput("the request has no input: set `image` (encoded image bytes), `pixels` (784 values) "
                                "or `pixel_bytes` (784 bytes)")
 
-    def _decode(self, data: bytes) -> Row:
+    def _decode(self, data: bytes) -> Reading:
         DECODED.inc()
-        return imaging.read_image(data, max_bytes=self._max_bytes, max_pixels=self._max_pixels)
+        return imaging.read_picture(data, max_bytes=self._max_bytes, max_pixels=self._max_pixels)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _counted(row: Row) -> Reading:
+    """Pixels sent as they are: their marks of ink are counted on the 28x28 field itself."""
+    return Reading(row, marks.digit_sized(row.reshape(28, 28)))
 
 
 @contextlib.contextmanager

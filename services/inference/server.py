@@ -9,10 +9,12 @@ import socket
 import numpy as np
 import numpy.typing as npt
 import prometheus_client
+from prometheus_client import Counter
 from threadpoolctl import threadpool_limits
 
 from digits import logs
 from digits.errors import DigitsError, InvalidInput, TooLarge
+from digits.modelling.verdicts import Answers, Verdict, judge
 from digits.platform import rpc
 from digits.platform.redis_connection import connect_async
 from digits.platform.registry import Registry
@@ -22,7 +24,7 @@ from digits.v1 import recognizer_pb2 as pb
 from digits.v1 import recognizer_pb2_grpc as pb_grpc
 from services.inference.active_model import Loaded, ModelFollower
 from services.inference.batching import MicroBatcher
-from services.inference.decoding import Decoder
+from services.inference.decoding import Decoder, Reading
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,12 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 # Calls a replica holds at once (each up to one message of DIGITS_MAX_IMAGE_BYTES): beyond, gRPC refuses them
 # before reading their bytes. Replicas are reached only through gateways, which bound their own bytes in flight.
 MAX_CONCURRENT_CALLS = 256
+VERDICTS = Counter("digits_verdicts_total", "Answers by the version that gave them and their verdict.",
+                   ["version", "verdict"])
+_VERDICTS_ON_THE_WIRE = {
+    Verdict.DIGIT: pb.VERDICT_DIGIT, Verdict.UNSURE: pb.VERDICT_UNSURE, Verdict.NOT_A_DIGIT: pb.VERDICT_NOT_A_DIGIT,
+    Verdict.SEVERAL: pb.VERDICT_SEVERAL,
+}
 
 
 class Recognizer(pb_grpc.RecognizerServicer):
@@ -42,9 +50,9 @@ class Recognizer(pb_grpc.RecognizerServicer):
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
         loaded = self._follower.require()
         with self._batcher.arriving():
-            (row,) = await self._decoder.rows([request], batch=False)
-        labels, probabilities = await self._batcher.predict(loaded, row[np.newaxis])
-        return _answer(loaded, int(labels[0]), probabilities[0], row if request.return_model_input else None)
+            (reading,) = await self._decoder.rows([request], batch=False)
+        answers = await self._batcher.predict(loaded, reading.row[np.newaxis])
+        return _answer(loaded, answers, 0, reading, request.return_model_input)
 
     async def PredictBatch(
         self, request: pb.PredictBatchRequest, context: Context
@@ -56,14 +64,12 @@ class Recognizer(pb_grpc.RecognizerServicer):
             raise TooLarge(f"the batch has {len(items)} items; the limit is {self._settings.max_batch_items}")
         loaded = self._follower.require()
         with self._batcher.arriving():
-            rows = await self._decoder.rows(items, batch=True)
-        labels, probabilities = await self._batcher.predict(loaded, np.stack(rows))
-        return pb.PredictBatchResponse(
-            responses=[
-                _answer(loaded, int(label), probs, row if item.return_model_input else None)
-                for item, label, probs, row in zip(items, labels, probabilities, rows, strict=True)
-            ]
-        )
+            readings = await self._decoder.rows(items, batch=True)
+        answers = await self._batcher.predict(loaded, np.stack([reading.row for reading in readings]))
+        return pb.PredictBatchResponse(responses=[
+            _answer(loaded, answers, index, reading, item.return_model_input)
+            for index, (item, reading) in enumerate(zip(items, readings, strict=True))
+        ])
 
 
     async def PredictEach(self, request: pb.PredictEachRequest, context: Context) -> pb.PredictEachResponse:
@@ -72,16 +78,16 @@ class Recognizer(pb_grpc.RecognizerServicer):
             raise TooLarge(f"the call has {len(items)} items; the limit is {self._settings.max_batch_items}")
         loaded = self._follower.require()
         with self._batcher.arriving():
-            rows = await self._decoder.rows_each(items)
-        readable = [(index, row) for index, row in enumerate(rows) if not isinstance(row, DigitsError)]
-        answers: dict[int, pb.PredictResponse] = {}
+            readings = await self._decoder.rows_each(items)
+        readable = [(index, r) for index, r in enumerate(readings) if not isinstance(r, DigitsError)]
+        responses: dict[int, pb.PredictResponse] = {}
         if readable:
-            labels, probabilities = await self._batcher.predict(loaded, np.stack([row for _, row in readable]))
-            for (index, row), label, probs in zip(readable, labels, probabilities, strict=True):
-                answers[index] = _answer(loaded, int(label), probs, row if items[index].return_model_input else None)
+            answers = await self._batcher.predict(loaded, np.stack([reading.row for _, reading in readable]))
+            for position, (index, reading) in enumerate(readable):
+                responses[index] = _answer(loaded, answers, position, reading, items[index].return_model_input)
         return pb.PredictEachResponse(outcomes=[
-            pb.PredictOutcome(refusal=_refusal(row)) if isinstance(row, DigitsError)
-            else pb.PredictOutcome(response=answers[index]) for index, row in enumerate(rows)
+            pb.PredictOutcome(refusal=_refusal(reading)) if isinstance(reading, DigitsError)
+            else pb.PredictOutcome(response=responses[index]) for index, reading in enumerate(readings)
         ])
 
 
@@ -90,18 +96,32 @@ def _refusal(error: DigitsError) -> pb.Refusal:
                       retry_after_seconds=error.retry_after_seconds or 0)
 
 
-def _answer(
-    loaded: Loaded, digit: int, probabilities: npt.NDArray[np.float32], seen: npt.NDArray[np.float32] | None
-) -> pb.PredictResponse:
+def _answer(loaded: Loaded, answers: Answers, index: int, reading: Reading, return_input: bool) -> pb.PredictResponse:
+    """Row ``index`` of ``answers`` as a response, with its verdict (counted per version)."""
+    digit = int(answers.labels[index])
+    probabilities = answers.probabilities[index]
+    verdict = judge(answers, index, reading.marks, loaded.model.thresholds)
+    VERDICTS.labels(loaded.version, verdict.value).inc()
     response = pb.PredictResponse(
         digit=digit,
         confidence=float(probabilities[digit]),
         probabilities=probabilities.tolist(),
         version=loaded.version,
+        verdict=_VERDICTS_ON_THE_WIRE[verdict],
+        runner_up=int(answers.runner_up[index]),
+        marks=reading.marks,
     )
-    if seen is not None:
-        response.model_input = np.clip(np.rint(seen), 0, 255).astype(np.uint8).tobytes()
+    if answers.familiarity is not None:
+        response.familiarity = float(answers.familiarity[index])
+    if answers.margin is not None:
+        response.margin = float(answers.margin[index])
+    if return_input:
+        response.model_input = _as_bytes(reading.row)
     return response
+
+
+def _as_bytes(seen: npt.NDArray[np.float32]) -> bytes:
+    return np.clip(np.rint(seen), 0, 255).astype(np.uint8).tobytes()
 
 
 async def main() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from digits.modelling import augment
 from digits.modelling.ensembles import BlendEnsemble, VoteEnsemble
 from digits.modelling.model import DigitModel, ServedModel
-from digits.training import recipes
+from digits.training import open_set, recipes
 from digits.training.candidates import Candidate
 from digits.training.datasets import Split
 from digits.training.evaluation import evaluate
@@ -55,7 +55,12 @@ class Fitted:
 def fit_base(candidate: Candidate, split: Split, seed: int) -> Fitted:
     model, fit_seconds, train_size = _fitted(candidate, split.x_train, split.y_train, seed)
     model.calibrate(split.x_hold, split.y_hold)
-    return _judged(candidate, model, split, fit_seconds, train_size=train_size)
+    calibration = open_set.calibrate(model, split.x_hold, split.y_hold, seed) if model.learned_not_a_digit else None
+    judged = _judged(candidate, model, split, fit_seconds, train_size=train_size)
+    if calibration is not None:
+        judged.metrics["verdicts"] = {"calibration": calibration,
+                                      "validation": open_set.judged_on(model, split.x_val, split.y_val)}
+    return judged
 
 
 def fit_final(split_fit: Fitted, split: Split, seed: int) -> tuple[DigitModel, dict[str, Any]]:
@@ -70,7 +75,9 @@ def fit_final(split_fit: Fitted, split: Split, seed: int) -> tuple[DigitModel, d
     pixels = np.concatenate([split.x_train, split.x_hold, split.x_val])
     labels = np.concatenate([split.y_train, split.y_hold, split.y_val])
     model, fit_seconds, train_size = _fitted(split_fit.candidate, pixels, labels, seed)
+    # Both are properties of the recipe's score scale, which more digits barely move (docs/model-quality.md).
     model.temperature = split_fit.model.temperature
+    model.calibrated = split_fit.model.calibrated
     model.prepare()
     before, _ = split_fit.model.predict(split.x_val)
     after, _ = model.predict(split.x_val)
@@ -89,7 +96,10 @@ def _fitted(candidate: Candidate, pixels: np.ndarray, labels: np.ndarray, seed: 
         pixels, labels = augment.with_shifts(pixels, labels, augment.one_pixel_shifts(candidate.shifts))
     started = time.perf_counter()
     model = DigitModel(recipes.estimator(candidate, seed))
-    model.estimator.fit(pixels, labels)
+    if candidate.not_a_digit:
+        open_set.fit(model, pixels, labels, candidate.not_a_digit, seed)
+    else:
+        model.estimator.fit(pixels, labels)
     return model, time.perf_counter() - started, len(labels)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from digits.modelling.verdicts import Answers
 from services.inference.active_model import Loaded
 from services.inference.batching import ABANDONED, MicroBatcher
 
@@ -21,11 +22,12 @@ class CountingModel:
         self.calls: list[tuple[int, int]] = []  # (rows, thread id)
         self.delay = delay
 
-    def predict(self, pixels: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def answer(self, pixels: npt.NDArray[np.float32]) -> Answers:
         self.calls.append((len(pixels), threading.get_ident()))
         if self.delay:
             threading.Event().wait(self.delay)
-        return pixels[:, 0].astype(np.int64), np.full((len(pixels), 10), 0.1, dtype=np.float32)
+        labels = pixels[:, 0].astype(np.int64)
+        return Answers(labels, np.full((len(pixels), 10), 0.1, dtype=np.float32), np.zeros_like(labels))
 
 
 def loaded(model: CountingModel, version: str = "v1") -> Loaded:
@@ -45,9 +47,9 @@ def test_a_lone_request_runs_inline_on_the_event_loop() -> None:
 
     async def lone() -> tuple[int, int]:
         batcher = MicroBatcher(max_size=64, max_wait_seconds=0)
-        labels, _ = await batcher.predict(loaded(model), rows(7))
+        answers = await batcher.predict(loaded(model), rows(7))
         await batcher.close()
-        return int(labels[0]), threading.get_ident()
+        return int(answers.labels[0]), threading.get_ident()
 
     digit, loop_thread = run(lone)
     assert digit == 7 and model.calls == [(1, loop_thread)]
@@ -61,7 +63,7 @@ def test_requests_arriving_together_share_one_model_call() -> None:
         served = loaded(model)  # what every request holds between two swaps
         answers = await asyncio.gather(*(batcher.predict(served, rows(i)) for i in range(16)))
         await batcher.close()
-        return [int(labels[0]) for labels, _ in answers]
+        return [int(each.labels[0]) for each in answers]
 
     assert run(together) == list(range(16))
     assert sum(n for n, _ in model.calls) == 16 and len(model.calls) <= 3  # batches, not 16 calls
@@ -76,7 +78,7 @@ def test_a_batch_never_mixes_two_models() -> None:
         calls = [batcher.predict(first if i % 2 else second, rows(i)) for i in range(10)]
         answers = await asyncio.gather(*calls)
         await batcher.close()
-        return [str(int(labels[0])) for labels, _ in answers]
+        return [str(int(each.labels[0])) for each in answers]
 
     assert run(swap) == [str(i) for i in range(10)]
     assert sum(n for n, _ in old.calls) == 5 and sum(n for n, _ in new.calls) == 5

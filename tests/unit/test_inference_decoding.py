@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digits.errors import DigitsError, InvalidInput, Overloaded, TooLarge
+from digits.modelling.imaging import Reading
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.inference.decoding import Decoder
@@ -48,7 +49,8 @@ def decoder() -> Iterator[Decoder]:
 
 
 def test_every_kind_of_input_becomes_its_784_pixels_in_order(decoder: Decoder) -> None:
-    rows = asyncio.run(decoder.rows([pixels(7.0), image(), pixel_bytes(9), image()], batch=True))
+    readings = asyncio.run(decoder.rows([pixels(7.0), image(), pixel_bytes(9), image()], batch=True))
+    rows = [reading.row for reading in readings]
     assert [row.shape for row in rows] == [(784,)] * 4
     assert np.all(rows[0] == 7.0) and np.all(rows[2] == 9.0)
     assert np.array_equal(rows[1], rows[3]) and rows[1].max() == pytest.approx(255.0)  # a read digit, not zeros
@@ -88,7 +90,7 @@ def test_past_the_pixels_in_flight_calls_are_overloaded_and_the_budget_comes_bac
     decoder._in_flight = 45_000  # others' images being decoded
     with pytest.raises(Overloaded, match="45,000 pixels"):
         asyncio.run(decoder.rows([image()], batch=False))
-    assert asyncio.run(decoder.rows([pixels()], batch=False))[0].shape == (784,)  # no image: never refused
+    assert asyncio.run(decoder.rows([pixels()], batch=False))[0].row.shape == (784,)  # no image: never refused
     decoder._in_flight = 40_000
     asyncio.run(decoder.rows([image()], batch=False))  # exactly at capacity
     assert decoder._in_flight == 40_000
@@ -97,12 +99,12 @@ def test_past_the_pixels_in_flight_calls_are_overloaded_and_the_budget_comes_bac
 def test_each_item_stands_alone_in_rows_each(decoder: Decoder) -> None:
     decoder._in_flight = 35_000  # room for one more image
     out = asyncio.run(decoder.rows_each([image(), pixels(1.0), pb.PredictRequest(), pixel_bytes(2)]))
-    assert isinstance(out[0], np.ndarray) and out[0].shape == (784,)
-    assert isinstance(out[1], np.ndarray) and np.all(out[1] == 1.0)
+    assert isinstance(out[0], Reading) and out[0].row.shape == (784,)
+    assert isinstance(out[1], Reading) and np.all(out[1].row == 1.0)
     assert isinstance(out[2], InvalidInput) and "item" not in str(out[2])
-    assert isinstance(out[3], np.ndarray) and np.all(out[3] == 2.0)
+    assert isinstance(out[3], Reading) and np.all(out[3].row == 2.0)
     out = asyncio.run(decoder.rows_each([image(), pixel_bytes(b"x"[0]), image(side=300)]))
-    assert isinstance(out[0], np.ndarray) and isinstance(out[1], np.ndarray)
+    assert isinstance(out[0], Reading) and isinstance(out[1], Reading)
     assert isinstance(out[2], DigitsError) and isinstance(out[2], TooLarge)
     assert decoder._in_flight == 35_000
 
@@ -114,14 +116,14 @@ def test_a_calls_only_small_image_is_decoded_on_the_loop_and_the_others_on_the_p
 
     from digits.modelling import imaging
 
-    read = imaging.read_image
+    read = imaging.read_picture
     threads: list[int] = []
 
-    def recording(data: bytes, **limits: int) -> np.ndarray:
+    def recording(data: bytes, **limits: int) -> Reading:
         threads.append(threading.get_ident())
         return read(data, **limits)
 
-    monkeypatch.setattr(imaging, "read_image", recording)
+    monkeypatch.setattr(imaging, "read_picture", recording)
     loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
     asyncio.run(decoder.rows([image(28)], batch=False))  # 784 pixels, alone: inline
     asyncio.run(decoder.rows([image(SIDE), pixels()], batch=True))  # 10,000 pixels, alone: inline

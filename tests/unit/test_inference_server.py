@@ -14,6 +14,8 @@ import numpy.typing as npt
 import pytest
 
 from digits.errors import InvalidInput, Overloaded, TooLarge, Unavailable
+from digits.modelling.imaging import Reading
+from digits.modelling.verdicts import Answers, Thresholds
 from digits.settings import Settings
 from digits.v1 import recognizer_pb2 as pb
 from services.inference.active_model import Loaded
@@ -23,13 +25,17 @@ from services.inference.server import Recognizer, _answer, _refusal
 
 
 class StandInModel:
-    """digit = the first pixel mod 10, with probability 0.91; every other digit 0.01."""
+    """digit = the first pixel mod 10, with probability 0.91; every other digit 0.01. The second pixel is the
+    familiarity, the third the margin; both thresholds are 1."""
 
-    def predict(self, rows: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    thresholds: Thresholds | None = Thresholds(familiarity=1.0, margin=1.0)
+
+    def answer(self, rows: npt.NDArray[np.float32]) -> Answers:
         digits = rows[:, 0].astype(np.int64) % 10
         probabilities = np.full((len(rows), 10), 0.01, dtype=np.float32)
         probabilities[np.arange(len(rows)), digits] = 0.91
-        return digits, probabilities
+        return Answers(digits, probabilities, (digits + 1) % 10, rows[:, 2].astype(np.float64),
+                       rows[:, 1].astype(np.float64))
 
 
 class Follower:
@@ -45,8 +51,16 @@ class Follower:
 LOADED = Loaded("v4", "digest", StandInModel())  # type: ignore[arg-type]
 
 
-def pixels(first: float, return_model_input: bool = False) -> pb.PredictRequest:
-    return pb.PredictRequest(pixels=pb.Pixels(values=[first] + [0.0] * 783), return_model_input=return_model_input)
+def pixels(first: float, return_model_input: bool = False, familiarity: float = 5.0,
+           margin: float = 5.0) -> pb.PredictRequest:
+    return pb.PredictRequest(pixels=pb.Pixels(values=[first, familiarity, margin] + [0.0] * 781),
+                             return_model_input=return_model_input)
+
+
+def one_answer(digit: int, probabilities: npt.NDArray[np.float32], familiarity: float = 5.0,
+               margin: float = 5.0) -> Answers:
+    return Answers(np.array([digit]), probabilities[np.newaxis], np.array([(digit + 1) % 10]),
+                   np.array([margin]), np.array([familiarity]))
 
 
 def with_recognizer(test: Callable[[Recognizer], Awaitable[Any]], loaded: Loaded | None = LOADED,
@@ -65,8 +79,8 @@ def with_recognizer(test: Callable[[Recognizer], Awaitable[Any]], loaded: Loaded
 
 def test_an_answer_carries_digit_confidence_probabilities_and_version() -> None:
     probabilities = np.array([0.05] * 9 + [0.55], dtype=np.float32)
-    response = _answer(LOADED, 9, probabilities, None)
-    assert (response.digit, response.version) == (9, "v4")
+    response = _answer(LOADED, one_answer(9, probabilities), 0, Reading(np.zeros(784, np.float32), 1), False)
+    assert (response.digit, response.version, response.verdict) == (9, "v4", pb.VERDICT_DIGIT)
     assert response.confidence == pytest.approx(0.55)
     assert list(response.probabilities) == pytest.approx(probabilities.tolist())
     assert response.model_input == b""
@@ -74,9 +88,35 @@ def test_an_answer_carries_digit_confidence_probabilities_and_version() -> None:
 
 def test_the_model_input_is_returned_as_rounded_clipped_bytes_when_asked() -> None:
     seen = np.array([-3.0, 0.4, 0.6, 254.5, 300.0] + [0.0] * 779, dtype=np.float32)
-    response = _answer(LOADED, 0, np.full(10, 0.1, dtype=np.float32), seen)
+    response = _answer(LOADED, one_answer(0, np.full(10, 0.1, dtype=np.float32)), 0, Reading(seen, 1), True)
     assert len(response.model_input) == 784
     assert list(response.model_input[:5]) == [0, 0, 1, 254, 255]  # 254.5 rounds half to even
+
+
+@pytest.mark.parametrize(("familiarity", "margin", "marks", "verdict"), [
+    (5.0, 5.0, 1, pb.VERDICT_DIGIT), (5.0, 0.5, 1, pb.VERDICT_UNSURE), (0.5, 0.5, 1, pb.VERDICT_NOT_A_DIGIT),
+    (0.5, 5.0, 2, pb.VERDICT_SEVERAL), (5.0, 5.0, 3, pb.VERDICT_SEVERAL)])
+def test_an_answer_carries_its_verdict_scores_runner_up_and_marks(familiarity: float, margin: float, marks: int,
+                                                                 verdict: int) -> None:
+    probabilities = np.full(10, 0.1, dtype=np.float32)
+    response = _answer(LOADED, one_answer(4, probabilities, familiarity, margin), 0,
+                       Reading(np.zeros(784, np.float32), marks), False)
+    assert response.verdict == verdict and (response.digit, response.runner_up, response.marks) == (4, 5, marks)
+    assert (response.familiarity, response.margin) == (familiarity, margin)
+
+
+def test_a_model_without_scores_answers_digit_with_its_scores_unset() -> None:
+    class Plain(StandInModel):
+        thresholds = None
+
+        def answer(self, rows: npt.NDArray[np.float32]) -> Answers:
+            full = super().answer(rows)
+            return Answers.from_probabilities(full.labels, full.probabilities)
+
+    response = _answer(Loaded("v1", "digest", Plain()), Plain().answer(np.zeros((1, 784), np.float32)), 0,  # type: ignore[arg-type]
+                       Reading(np.zeros(784, np.float32), 1), False)
+    assert response.verdict == pb.VERDICT_DIGIT
+    assert not response.HasField("familiarity") and not response.HasField("margin")
 
 
 def test_a_refusal_carries_the_code_the_message_and_a_retry_hint_if_any() -> None:
