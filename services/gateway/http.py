@@ -197,6 +197,12 @@ async def _predict(request: web.Request) -> web.Response:
         "probabilities": list(answer.probabilities),
         "version": answer.version,
         "prediction_id": answer.prediction_id,
+        # What the answer means (issue #23); null where an older replica did not judge it.
+        "verdict": pb.Verdict.Name(answer.verdict).removeprefix("VERDICT_") if answer.verdict else None,
+        "runner_up": answer.runner_up,
+        "familiarity": answer.familiarity if answer.HasField("familiarity") else None,
+        "margin": answer.margin if answer.HasField("margin") else None,
+        "marks": answer.marks,
     }
     if answer.model_input:
         body["model_input"] = list(answer.model_input)

@@ -201,7 +201,7 @@ async function send(mine, body, type, name) {
   settle();
   if (response.ok && Array.isArray(answer.probabilities)) {
     showResult(answer);
-    say(`Looks like a ${answer.digit} (${percent(answer.confidence)} sure).`);
+    say(meaning(answer));
     return;
   }
   showResult(null);
@@ -217,15 +217,53 @@ function problem(code, message) {
 
 // ---- showing the answer -----------------------------------------------------------------------
 
+// The verdict says what the answer means (issue #23). An older gateway sends none: its answer is a digit.
+// NOT_A_DIGIT and SEVERAL name no digit: the probabilities are still shown, dimmed, for what the model read.
+const NAMES_NO_DIGIT = new Set(["NOT_A_DIGIT", "SEVERAL"]);
+
+function namesDigit(answer) {
+  return !NAMES_NO_DIGIT.has(answer.verdict);
+}
+
+function meaning(answer) {
+  switch (answer.verdict) {
+    case "UNSURE":
+      return `${cap(a(answer.digit))}, or maybe ${a(answer.runner_up)}.`;
+    case "NOT_A_DIGIT":
+      return `That doesn't look like a digit. It reads most like ${a(answer.digit)}, but not enough to say so.`;
+    case "SEVERAL":
+      return `That looks like several digits (${answer.marks}). Draw one digit at a time.`;
+    default:
+      return `Looks like ${a(answer.digit)} (${percent(answer.confidence)} sure).`;
+  }
+}
+
+// "a 4", "an 8"
+function a(digit) {
+  return `${digit === 8 ? "an" : "a"} ${digit}`;
+}
+
+function cap(words) {
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+function headline(answer) {
+  if (answer.verdict === "NOT_A_DIGIT") return "Not a digit";
+  if (answer.verdict === "SEVERAL") return `Several digits (${answer.marks})`;
+  return `${percent(answer.confidence)} sure`; // unsure too: the status line names the runner-up
+}
+
 function showResult(answer) {
-  $("digit").textContent = answer ? String(answer.digit) : "?";
-  $("confidence").textContent = answer ? `${percent(answer.confidence)} sure` : "\u00a0";
+  const named = Boolean(answer) && namesDigit(answer);
+  result.dataset.verdict = answer?.verdict ?? "";
+  $("digit").textContent = named ? String(answer.digit) : "?";
+  $("confidence").textContent = answer ? headline(answer) : "\u00a0";
   $("version").textContent = answer ? answer.version : "—";
   bars.forEach((row, digit) => {
     const p = answer ? answer.probabilities[digit] : 0;
     row.querySelector(".fill").style.width = `${(p * 100).toFixed(1)}%`;
     row.querySelector(".pct").textContent = answer ? percent(p) : "–";
-    row.classList.toggle("top", Boolean(answer) && digit === answer.digit);
+    row.classList.toggle("top", named && digit === answer.digit);
   });
   drawSeen(answer?.model_input);
   offerCorrection(answer);
@@ -247,12 +285,16 @@ function drawSeen(values) {
 
 // ---- "Wrong? It is a [0-9] / not a digit" -----------------------------------------------------
 
-// Offered under each answer the gateway named (prediction_id); the predicted digit itself is not a correction.
+// Offered under each answer the gateway named (prediction_id); what the page said is not a correction of itself:
+// the digit it named, or "not a digit" when it said so. When it named no digit, every digit is a correction.
 function offerCorrection(answer) {
   shown = answer?.prediction_id ? answer : null;
   feedback.hidden = !shown;
   choices.forEach((button) => {
-    button.disabled = Boolean(shown) && button.dataset.digit === String(shown.digit);
+    const said = button.dataset.digit === undefined
+      ? shown?.verdict === "NOT_A_DIGIT" // the "not a digit" button
+      : Boolean(shown) && namesDigit(shown) && button.dataset.digit === String(shown.digit);
+    button.disabled = said;
   });
   tell("");
 }
