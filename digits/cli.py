@@ -434,7 +434,9 @@ def _show_model(model: Model) -> None:
 def _show_verdicts(metrics: dict[str, Any]) -> None:
     """The verdict's thresholds and how the validation digits were answered (/models/VERSION has the rest)."""
     verdicts = metrics.get("verdicts")
-    calibration = verdicts.get("calibration") if isinstance(verdicts, dict) else None
+    if not isinstance(verdicts, dict):
+        verdicts = {}
+    calibration = verdicts.get("calibration")
     if not isinstance(calibration, dict):
         print("  verdicts: no calibrated thresholds; answers DIGIT or SEVERAL only")
         return

@@ -340,12 +340,13 @@ def error_reject_png(record: ModelRecord) -> bytes:
     if facts is None or not drawn:
         return _nothing_to_draw(figure, axes, f"{record.version} has no calibrated verdict")
     calibration = facts[0]
-    axes.plot(*zip(*drawn, strict=True), marker="o", color="#4a7fb5", label="the smallest margins rejected")
+    axes.plot(*zip(*drawn, strict=True), marker="o", color="#4a7fb5", clip_on=False,  # a point at 0 stays whole
+              label="the smallest margins rejected")
     answered = _dict(calibration, "digits_verdicts")
     digit, error = _number(answered.get("DIGIT")), _number(calibration.get("error_among_digit"))
     if digit is not None and error is not None:
         axes.plot([100 * (1 - digit)], [100 * error], marker="*", markersize=14, linestyle="none", color="#c0392b",
-                  label=f"its verdict: {1 - digit:.2%} not DIGIT")
+                  clip_on=False, label=f"its verdict: {1 - digit:.2%} not DIGIT")
     axes.set(xlabel="holdout digits rejected (%)", ylabel="error among the digits kept (%)",
              title=f"{record.version}: error against reject")
     axes.set_ylim(bottom=0)
