@@ -421,6 +421,7 @@ def _show_model(model: Model) -> None:
         print("  F1 by digit: " + "  ".join(f"{d}:{f:.3f}" for d, f in enumerate(per_class)))
     for sentence in metrics.get("confusions", []):
         print(f"  {sentence}")
+    _show_verdicts(metrics)
     if report.get("gate"):
         print(f"  gate: {report['gate']}")
     if report.get("candidates"):
@@ -428,6 +429,25 @@ def _show_model(model: Model) -> None:
         _table(["CANDIDATE", "ACCURACY", "F1", "FIT S", "MS/IMAGE", "SIZE MB", "SV"],
                ([("* " if c["name"] == report.get("winner") else "  ") + c["name"], *_figures(c)]
                 for c in report["candidates"]))
+
+
+def _show_verdicts(metrics: dict[str, Any]) -> None:
+    """The verdict's thresholds and how the validation digits were answered (/models/VERSION has the rest)."""
+    verdicts = metrics.get("verdicts")
+    if not isinstance(verdicts, dict):
+        verdicts = {}
+    calibration = verdicts.get("calibration")
+    if not isinstance(calibration, dict):
+        print("  verdicts: no calibrated thresholds; answers DIGIT or SEVERAL only")
+        return
+    thresholds = calibration.get("thresholds") or {}
+    print(f"  verdict thresholds: familiarity {thresholds.get('familiarity', float('nan')):.3f}, "
+          f"margin {thresholds.get('margin', float('nan')):.3f}")
+    validation = verdicts.get("validation") or {}
+    shares = validation.get("verdicts") or {}
+    if shares:
+        print("  validation verdicts: " + ", ".join(f"{name} {share:.2%}" for name, share in shares.items())
+              + f"; wrong among DIGIT {validation.get('error_among_digit', float('nan')):.2%}")
 
 
 def _show_data_parts(data: dict[str, Any]) -> None:

@@ -80,6 +80,8 @@ def create_app(
     app.router.add_get(r"/models/{version:v\d+}", _model_page)
     app.router.add_get(r"/models/{version:v\d+}/confusion.png", _chart(reports.confusion_png))
     app.router.add_get(r"/models/{version:v\d+}/f1.png", _chart(reports.f1_png))
+    app.router.add_get(r"/models/{version:v\d+}/error-reject.png", _chart(reports.error_reject_png))
+    app.router.add_get(r"/models/{version:v\d+}/familiarity.png", _chart(reports.familiarity_png))
     open_inference_rest.add_routes(app, model, package_version(), settings.max_message_bytes)
     return app
 

@@ -139,6 +139,14 @@ DOCUMENT: dict[str, Any] = {
         "/models/{version}/f1.png": {"get": {"summary": "The version's F1 by digit", "parameters": [VERSION],
                                              "responses": {**_ok("PNG", {"image/png": {"schema": {
                                                  "type": "string"}}}), **_errors(404)}}},
+        "/models/{version}/error-reject.png": {"get": {
+            "summary": "The version's error among the digits kept against the share rejected (a version without a "
+                       "calibrated verdict: a picture saying so)", "parameters": [VERSION],
+            "responses": {**_ok("PNG", {"image/png": {"schema": {"type": "string"}}}), **_errors(404)}}},
+        "/models/{version}/familiarity.png": {"get": {
+            "summary": "The familiarity scores of digits and non-digits, with the version's threshold (a version "
+                       "without a calibrated verdict: a picture saying so)", "parameters": [VERSION],
+            "responses": {**_ok("PNG", {"image/png": {"schema": {"type": "string"}}}), **_errors(404)}}},
         "/v2": {"get": {"summary": "Server metadata (Open Inference Protocol)", "responses": _ok("the server", _json(
             {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"},
                                               "extensions": {"type": "array", "items": {"type": "string"}}}}))}},

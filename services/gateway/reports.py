@@ -1,5 +1,7 @@
 """Training reports for people: ``/models`` lists versions, ``/models/<version>`` shows one job's comparison,
-the confusion matrix as a heatmap, per-class F1 as bars, and the most frequent confusions in words.
+the confusion matrix as a heatmap, per-class F1 as bars, the most frequent confusions in words, and how honest its
+answers are: the verdict's thresholds, what they did to digits and non-digits, the error-reject curve and the
+familiarity scores (``metrics["verdicts"]``, which versions without a calibrated verdict lack).
 
 Pictures are drawn here with matplotlib (Agg, no display) and served as PNG; the pages use no CDN.
 """
@@ -21,6 +23,10 @@ STYLESHEET = "/static/style.css"
 # The navigation bar every page ends with, in this order. static/index.html carries nav("/") as written here
 # (tests/unit/test_gateway_reports.py keeps the two equal).
 PAGES = (("/", "Draw"), ("/models", "Models"))
+
+# The verdicts an answer carries (digits.modelling.verdicts.Verdict, which the gateway does not import), in words.
+VERDICTS = (("DIGIT", "a digit"), ("UNSURE", "unsure between two digits"), ("NOT_A_DIGIT", "not a digit"),
+            ("SEVERAL", "several digits side by side"))
 
 COLUMNS = [
     ("accuracy", "accuracy", "{:.4f}"), ("f1_weighted", "weighted F1", "{:.4f}"),
@@ -147,9 +153,95 @@ def model_page(record: ModelRecord, active: str, corrected: VersionCorrections |
     )
     body = (_panel("candidates-title", "Candidates of this job", candidates_table)
             + _panel("validation-title", f"{version} on the validation digits", figures)
+            + _panel("honest-title", "Honest answers", _honest(record))
             + _panel("corrected-title", "What people corrected", _corrected(record.version, corrected,
                                                                              corrections_error)))
     return _page(f"/models/{record.version}", f"Digits: {record.version}", heading, intro, body)
+
+
+def _verdicts(record: ModelRecord) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """What the trainer saw calibrating the version's verdict and judging the validation digits with it; None for
+    a version without a calibrated verdict (an ensemble, a recipe without the "not a digit" class, a version stored
+    before verdicts existed)."""
+    verdicts = record.metrics.get("verdicts")
+    if not isinstance(verdicts, dict) or not isinstance(verdicts.get("calibration"), dict):
+        return None
+    validation = verdicts.get("validation")
+    return verdicts["calibration"], validation if isinstance(validation, dict) else {}
+
+
+def _dict(facts: dict[str, Any], key: str) -> dict[str, Any]:
+    """``facts[key]`` if it is a dict (as the trainer writes it), else an empty one."""
+    value = facts.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _numbers(values: Any) -> list[float] | None:
+    """A list of numbers as the record holds it, or None if it is anything else."""
+    if not isinstance(values, list) or not values:
+        return None
+    numbers = [_number(v) for v in values]
+    return None if any(n is None for n in numbers) else [n for n in numbers if n is not None]
+
+
+def _share(value: Any, digits: int = 2) -> str:
+    number = _number(value)
+    return "-" if number is None else f"{number:.{digits}%}"
+
+
+def _count(value: Any) -> str:
+    number = _number(value)
+    return "?" if number is None else f"{number:,.0f}"
+
+
+def _family(name: str) -> str:
+    return escape(name.replace("_", " "))
+
+
+def _honest(record: ModelRecord) -> str:
+    """The thresholds, the verdicts' shares on the validation and holdout digits, the error among DIGIT answers, the
+    non-digits caught per family, and the two pictures; or that the version has no calibrated verdict."""
+    version = escape(record.version)
+    facts = _verdicts(record)
+    if facts is None:
+        return (f"<p>{version} has no calibrated verdict: it answers DIGIT, or SEVERAL when digit-sized marks stand "
+                "side by side, and never UNSURE or NOT_A_DIGIT. (Ensembles, recipes without the \"not a digit\" "
+                "class and versions trained before verdicts existed have none.)</p>")
+    calibration, validation = facts
+    thresholds = _dict(calibration, "thresholds")
+    familiarity, margin = (_number(thresholds.get(name)) for name in ("familiarity", "margin"))
+    shown = ["-" if value is None else f"{value:.3f}" for value in (familiarity, margin)]
+    kept = (" The served model was refitted on every digit (these too) and keeps these thresholds; the figures are "
+            "the split fit's." if record.fitted_on == "all" else "")
+    intro = (f"<p>Thresholds: familiarity <b>{shown[0]}</b> (below it, NOT_A_DIGIT) and margin <b>{shown[1]}</b> "
+             f"(below it, UNSURE), calibrated on {_count(calibration.get('digits'))} holdout digits and "
+             f"{_count(calibration.get('non_digits_per_family'))} non-digits of each family, none of which "
+             f"{version} was fitted on.{kept}</p>")
+    on_validation = _dict(validation, "verdicts")
+    on_holdout = _dict(calibration, "digits_verdicts")
+    rows = "".join(f'<tr><th scope="row">{name} <small>({words})</small></th><td>{_share(on_validation.get(name))}'
+                   f"</td><td>{_share(on_holdout.get(name))}</td></tr>" for name, words in VERDICTS)
+    shares = (f'<table class="verdicts"><caption>How the digits were answered</caption><tr><th scope="col">verdict'
+              f'</th><th scope="col">validation digits ({_count(validation.get("digits"))})</th>'
+              f'<th scope="col">holdout digits ({_count(calibration.get("digits"))})</th></tr>{rows}</table>'
+              f"<p>Wrong among the validation digits answered DIGIT: <b>{_share(validation.get('error_among_digit'))}"
+              f"</b> (among all of them: {_share(validation.get('error'))}); among the holdout digits answered "
+              f"DIGIT: {_share(calibration.get('error_among_digit'))}.</p>")
+    caught = _dict(calibration, "non_digits_caught")
+    families = "".join(f'<tr><th scope="row">{_family(str(family))}</th><td>{_share(share, 1)}</td></tr>'
+                       for family, share in caught.items())
+    non_digits = (f'<table class="caught"><caption>Non-digits answered NOT_A_DIGIT or SEVERAL, not passed off as '
+                  f'a digit</caption><tr><th scope="col">family</th><th scope="col">caught</th></tr>{families}'
+                  "</table>" if families else "")
+    figures = (f'<div class="figs"><img src="/models/{version}/error-reject.png" width="460" height="400" '
+               f'alt="Error among the digits kept against the share rejected, for {version}">'
+               f'<img src="/models/{version}/familiarity.png" width="460" height="400" '
+               f'alt="Familiarity scores of digits and non-digits, with the threshold, for {version}"></div>')
+    return intro + shares + non_digits + figures
 
 
 def _corrected(version: str, corrected: VersionCorrections | None, error: str) -> str:
@@ -230,6 +322,73 @@ def f1_png(record: ModelRecord) -> bytes:
     axes.set(xticks=range(N_CLASSES), xlabel="digit", ylabel="F1", ylim=(min(scores) - 0.05, 1.0),
              title=f"{record.version}: F1 by digit")
     figure.tight_layout()
+    return _png(figure)
+
+
+def error_reject_png(record: ModelRecord) -> bytes:
+    """The error among the holdout digits kept as the smallest margins are rejected, and where the version's
+    verdict stands (its share not answered DIGIT, its error among those that were)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.6, 4.0), dpi=100)
+    axes = figure.subplots()
+    facts = _verdicts(record)
+    curve = facts[0].get("error_reject_curve") if facts else None
+    points = [(_number(p.get("rejected")), _number(p.get("error"))) for p in curve if isinstance(p, dict)] \
+        if isinstance(curve, list) else []
+    drawn = [(100 * r, 100 * e) for r, e in points if r is not None and e is not None]
+    if facts is None or not drawn:
+        return _nothing_to_draw(figure, axes, f"{record.version} has no calibrated verdict")
+    calibration = facts[0]
+    axes.plot(*zip(*drawn, strict=True), marker="o", color="#4a7fb5", clip_on=False,  # a point at 0 stays whole
+              label="the smallest margins rejected")
+    answered = _dict(calibration, "digits_verdicts")
+    digit, error = _number(answered.get("DIGIT")), _number(calibration.get("error_among_digit"))
+    if digit is not None and error is not None:
+        axes.plot([100 * (1 - digit)], [100 * error], marker="*", markersize=14, linestyle="none", color="#c0392b",
+                  clip_on=False, label=f"its verdict: {1 - digit:.2%} not DIGIT")
+    axes.set(xlabel="holdout digits rejected (%)", ylabel="error among the digits kept (%)",
+             title=f"{record.version}: error against reject")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def familiarity_png(record: ModelRecord) -> bytes:
+    """How the familiarity scores of the holdout digits and of each family of non-digits fall, in shares per bin,
+    with the version's threshold (below it, NOT_A_DIGIT)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.6, 4.0), dpi=100)
+    axes = figure.subplots()
+    facts = _verdicts(record)
+    histogram = facts[0].get("familiarity_histogram") if facts else None
+    edges = _numbers(histogram.get("edges")) if isinstance(histogram, dict) else None
+    if facts is None or not isinstance(histogram, dict) or edges is None or len(edges) < 2:
+        return _nothing_to_draw(figure, axes, f"{record.version} has no calibrated verdict")
+    groups = {name: shares for name, values in histogram.items()
+              if name != "edges" and (shares := _numbers(values)) is not None and len(shares) == len(edges) - 1}
+    for name, shares in sorted(groups.items(), key=lambda group: group[0] != "digits"):  # the digits first
+        if name == "digits":
+            axes.stairs(shares, edges, fill=True, alpha=0.35, color="#4a7fb5", label="digits")
+        else:
+            axes.stairs(shares, edges, linewidth=1.3, label=str(name).replace("_", " "))
+    thresholds = _dict(facts[0], "thresholds")
+    threshold = _number(thresholds.get("familiarity"))
+    if threshold is not None:
+        axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    axes.set(xlabel="familiarity (below the threshold: NOT_A_DIGIT)", ylabel="share of each group",
+             title=f"{record.version}: familiarity scores")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _nothing_to_draw(figure: Any, axes: Any, message: str) -> bytes:
+    axes.axis("off")
+    axes.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
     return _png(figure)
 
 

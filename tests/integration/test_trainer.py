@@ -67,7 +67,7 @@ def test_every_candidate_in_one_job_and_the_report(
     assert status == 200
     for name in ALL:
         assert f">{name}" in page.decode()
-    for chart in ("confusion.png", "f1.png"):
+    for chart in ("confusion.png", "f1.png", "error-reject.png", "familiarity.png"):
         status, png = get(f"{base}/models/{job.version}/{chart}")
         assert status == 200 and png.startswith(b"\x89PNG")
     status, listing = get(f"{base}/models")

@@ -60,6 +60,19 @@ def test_models_show_lists_the_parts_of_the_data_and_skipped_files(capsys: pytes
         "    skipped 3/bad.png: not an image"]
 
 
+def test_models_show_names_the_verdict_thresholds_and_validation_shares(capsys: pytest.CaptureFixture[str]) -> None:
+    cli._show_verdicts({"verdicts": {
+        "calibration": {"thresholds": {"familiarity": -0.41234, "margin": 0.2309}},
+        "validation": {"verdicts": {"DIGIT": 0.971, "UNSURE": 0.016, "NOT_A_DIGIT": 0.008, "SEVERAL": 0.005},
+                       "error_among_digit": 0.012}}})
+    cli._show_verdicts({"accuracy": 0.98})
+    assert capsys.readouterr().out.splitlines() == [
+        "  verdict thresholds: familiarity -0.412, margin 0.231",
+        "  validation verdicts: DIGIT 97.10%, UNSURE 1.60%, NOT_A_DIGIT 0.80%, SEVERAL 0.50%; wrong among DIGIT 1.20%",
+        "  verdicts: no calibrated thresholds; answers DIGIT or SEVERAL only",
+    ]
+
+
 def test_a_corrections_digit_is_0_to_9_or_not_a_digit() -> None:
     assert [cli._truth(str(d)) for d in range(10)] == list(range(10))
     assert cli._truth("not-a-digit") is None and cli._truth("NOT_A_DIGIT") is None

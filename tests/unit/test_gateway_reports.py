@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from digits.modelling.verdicts import Verdict
 from digits.platform.corrections import VersionCorrections
 from digits.platform.registry import ModelRecord
+from digits.settings import Settings
 from services.gateway import reports
-from services.gateway.http import STATIC
+from services.gateway.http import STATIC, create_app
 from services.gateway.replicas import ReplicaStatus
 
 HOSTILE = '<script>alert("x")</script>'
+PNG = b"\x89PNG\r\n\x1a\n"
+# What the trainer records for a version with a calibrated verdict (digits.training.open_set), in small.
+VERDICTS = {
+    "calibration": {
+        "thresholds": {"familiarity": -0.4123, "margin": 0.2309}, "digits": 1200,
+        "digits_verdicts": {"DIGIT": 0.9725, "UNSURE": 0.015, "NOT_A_DIGIT": 0.0075, "SEVERAL": 0.005},
+        "error_among_digit": 0.0111,
+        "error_reject_curve": [{"rejected": 0.0, "error": 0.021}, {"rejected": 0.01, "error": 0.015},
+                               {"rejected": 0.1, "error": 0.004}],
+        "non_digits_per_family": 200,
+        "non_digits_caught": {"letters": 0.62, "scribbles": 0.91, "two_digits": 0.97},
+        "familiarity_histogram": {"edges": [-3.0, -1.0, 1.0, 3.0], "digits": [0.0, 0.1, 0.9],
+                                  "letters": [0.3, 0.5, 0.2], "scribbles": [0.8, 0.2, 0.0],
+                                  "two_digits": [0.1, 0.5, 0.4]},
+    },
+    "validation": {"digits": 1000, "verdicts": {"DIGIT": 0.971, "UNSURE": 0.016, "NOT_A_DIGIT": 0.008,
+                                                 "SEVERAL": 0.005}, "error_among_digit": 0.012, "error": 0.021},
+}
 
 
 def record(**fields: object) -> ModelRecord:
@@ -61,10 +86,19 @@ def test_what_the_registry_holds_is_escaped() -> None:
                 "dataset": {"skipped": 1, "parts": [{"source": HOSTILE, "size": HOSTILE, "skipped": HOSTILE,
                                                      "skipped_files": [{"path": HOSTILE, "reason": HOSTILE}]}]}},
     )
+    hostile_verdicts = record(metrics={"verdicts": {
+        "calibration": {"thresholds": {"familiarity": HOSTILE, "margin": [HOSTILE]}, "digits": HOSTILE,
+                        "digits_verdicts": {"DIGIT": HOSTILE}, "non_digits_caught": {HOSTILE: HOSTILE},
+                        "error_reject_curve": [HOSTILE, {"rejected": HOSTILE}],
+                        "familiarity_histogram": {"edges": [HOSTILE, 1], HOSTILE: [HOSTILE]}},
+        "validation": HOSTILE}})
+    for draw in (reports.error_reject_png, reports.familiarity_png):  # drawn as a version without a verdict
+        assert draw(hostile_verdicts).startswith(PNG)
     replica = ReplicaStatus(HOSTILE, HOSTILE, "", HOSTILE, HOSTILE, 0.0)
     corrected = VersionCorrections(HOSTILE, {(1, HOSTILE): 2, (2, "7"): 1}, {"accepted": 2, "pending": 1}, 3, True)
     for html in (reports.model_page(hostile, HOSTILE), reports.models_page([hostile], HOSTILE, set(), [replica]),
-                 reports.model_page(hostile, HOSTILE, corrected), reports.model_page(hostile, HOSTILE, None, HOSTILE)):
+                 reports.model_page(hostile, HOSTILE, corrected), reports.model_page(hostile, HOSTILE, None, HOSTILE),
+                 reports.model_page(hostile_verdicts, "v3")):
         assert "<script" not in html
         assert "&lt;script&gt;" in html
 
@@ -102,3 +136,63 @@ def test_the_page_shows_what_people_corrected_predicted_by_corrected_digit() -> 
         record(), "v3", partial)
     unread = reports.model_page(record(), "v3", None, "Redis did not answer")
     assert "could not be read (Redis did not answer)" in unread
+
+
+def calibrated(**fields: object) -> ModelRecord:
+    return record(metrics={"accuracy": 0.979, "verdicts": VERDICTS}, **fields)
+
+
+def test_the_page_shows_the_thresholds_and_what_they_did_to_digits_and_non_digits() -> None:
+    page = compact(reports.model_page(calibrated(), "v3"))
+    assert '<h2 id="honest-title">Honest answers</h2>' in page
+    assert ("Thresholds: familiarity <b>-0.412</b> (below it, NOT_A_DIGIT) and margin <b>0.231</b> (below it, "
+            "UNSURE), calibrated on 1,200 holdout digits and 200 non-digits of each family") in page
+    assert ('<th scope="col">validation digits (1,000)</th><th scope="col">holdout digits (1,200)</th>' in page)
+    assert '<th scope="row">NOT_A_DIGIT <small>(not a digit)</small></th><td>0.80%</td><td>0.75%</td>' in page
+    assert "answered DIGIT: <b>1.20%</b> (among all of them: 2.10%); among the holdout digits answered DIGIT: 1.11%" \
+        in page
+    assert '<tr><th scope="row">two digits</th><td>97.0%</td></tr>' in page
+    for chart in ("error-reject.png", "familiarity.png"):
+        assert f'<img src="/models/v3/{chart}"' in page
+    assert "no calibrated verdict" not in page
+    assert "refitted on every digit" in reports.model_page(calibrated(fitted_on="all"), "v3")
+
+
+def test_a_version_without_a_calibrated_verdict_says_so_and_draws_nothing_of_it() -> None:
+    records: list[dict[str, Any]] = [{"accuracy": 0.98}, {"verdicts": {}},
+                                      {"verdicts": {"validation": VERDICTS["validation"]}}]
+    for metrics in records:
+        page = reports.model_page(record(metrics=metrics), "v3")
+        assert '<h2 id="honest-title">Honest answers</h2>' in page
+        assert "v3 has no calibrated verdict: it answers DIGIT, or SEVERAL when" in page
+        assert "Thresholds:" not in page and ".png" in page and "error-reject.png" not in page
+
+
+def test_the_verdicts_the_page_names_are_the_ones_inference_answers() -> None:
+    assert [name for name, _ in reports.VERDICTS] == [verdict.value for verdict in Verdict]
+
+
+@pytest.mark.parametrize("draw", [reports.error_reject_png, reports.familiarity_png])
+def test_the_honest_answers_charts_are_pngs_that_draw_the_record(draw: Any) -> None:
+    drawn, empty = draw(calibrated()), draw(record())
+    assert drawn.startswith(PNG) and empty.startswith(PNG)
+    assert len(drawn) > 2 * len(empty)  # a curve or histograms with axes, not the one sentence of an empty record
+
+
+class Records:
+    """The one call the chart routes make of the registry."""
+
+    def get(self, version: str) -> ModelRecord:
+        return calibrated(version=version)
+
+
+def test_the_gateway_serves_the_charts_as_png() -> None:
+    async def run() -> None:
+        app = create_app(None, Records(), None, None, Settings(), lambda: True)  # type: ignore[arg-type]
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            for chart in ("error-reject.png", "familiarity.png"):
+                response = await client.get(f"/models/v7/{chart}")
+                assert response.status == 200 and response.content_type == "image/png", chart
+                assert (await response.read()).startswith(PNG)
+
+    asyncio.run(run())

@@ -7,6 +7,7 @@ promtool comes from Debian's `prometheus` package (.ci/run installs it).
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import re
 import shutil
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from digits.modelling.verdicts import Verdict
 from digits.stack import compose
 from digits.stack.local import local_env
 
@@ -119,7 +121,8 @@ def test_the_alert_rules_are_valid_and_pass_their_tests() -> None:
                if case.get("exp_alerts")}
     assert {name for name, _ in alert_expressions()} <= covered, "every alert has a test in which it fires"
     assert {"DigitsNoReplicaReady", "DigitsNoInferenceTargetUp", "DigitsHighErrorRatio", "DigitsHighPredictLatency",
-            "DigitsShedding", "DigitsRetrainJobFailed", "DigitsModelRefused"} <= covered
+            "DigitsShedding", "DigitsRetrainJobFailed", "DigitsModelRefused", "DigitsCorrectionRateHigh",
+            "DigitsNotADigitShareJumped"} <= covered
 
 
 def test_the_dashboard_queries_parse(tmp_path: Path) -> None:
@@ -141,7 +144,7 @@ def test_queries_name_only_metrics_that_digits_exports(source: str) -> None:
     exported = exported_metric_names() | SCRAPE_SERIES
     assert {"grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
             "digits_http_request_duration_seconds_bucket", "digits_model_info", "digits_gateway_shed_total",
-            "digits_training_jobs_failed"} <= exported
+            "digits_training_jobs_failed", "digits_verdicts_total"} <= exported
     queries = list(dashboard_queries()) if source == "dashboard" else [e for _, e in alert_expressions()]
     used = {name: query for query in queries for name in metric_names(query)}
     assert used
@@ -159,6 +162,32 @@ def test_the_dashboard_shows_the_golden_signals_per_service_version_and_replica(
     assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource", "instance", "version"}
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_no_two_panels_overlap_and_every_panel_fits_the_grid() -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        place = panel["gridPos"]
+        assert place["x"] >= 0 and place["x"] + place["w"] <= 24, panel["title"]
+        for cell in itertools.product(range(place["x"], place["x"] + place["w"]),
+                                      range(place["y"], place["y"] + place["h"])):
+            assert cell not in taken, f"{panel['title']!r} overlaps {taken[cell]!r} at {cell}"
+            taken[cell] = panel["title"]
+
+
+def test_the_verdicts_the_queries_name_are_the_ones_inference_answers() -> None:
+    """A verdict renamed in the code would leave the alert, the panel and its colours matching nothing."""
+    answered = {verdict.value for verdict in Verdict}
+    dashboard = json.loads(DASHBOARD.read_text())
+    panel = next(p for p in dashboard["panels"] if p["title"] == "Verdicts by version")
+    (query,) = (target["expr"] for target in panel["targets"])
+    assert "digits_verdicts_total" in metric_names(query)
+    assert "sum by (version, verdict)" in query and panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    coloured = {re.sub(r"^\^(\w+) \.\*$", r"\1", o["matcher"]["options"]) for o in panel["fieldConfig"]["overrides"]}
+    assert coloured == answered
+    named = set(re.findall(r'verdict="(\w+)"', " ".join([*dashboard_queries(), *(e for _, e in alert_expressions())])))
+    assert named and named <= answered
+    assert "NOT_A_DIGIT" in dict(alert_expressions())["DigitsNotADigitShareJumped"]
 
 
 def test_the_monitoring_profile_runs_pinned_images_on_the_shipped_files() -> None:
