@@ -207,8 +207,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     shares = digits["shares"]
     digit_rows = [
-        ["validation digits (28x28 pixels)", f"{digits['count']:,}", _pct(shares["DIGIT"], 2), _pct(shares["UNSURE"], 2),
-         _pct(shares["NOT_A_DIGIT"], 2), _pct(shares["SEVERAL"], 2),
+        ["validation digits (28x28 pixels)", f"{digits['count']:,}", _pct(shares["DIGIT"], 2),
+         _pct(shares["UNSURE"], 2), _pct(shares["NOT_A_DIGIT"], 2), _pct(shares["SEVERAL"], 2),
          f"{_pct(digits['error_among_digit'], 3)} ({digits['errors_among_digit']})",
          f"{_pct(digits['accuracy'], 2)} ({_pct(digits['accuracy_without_class'], 2)})"],
         ["the same digits drawn as 280x280 PNGs", f"{png['count']:,}", _pct(png["shares"]["DIGIT"], 2),
