@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from digits import package_version
-from digits.client import Client, Correction, DigitsClientError, Job, Model, ModelList, RetrainOptions
+from digits.client import Client, Correction, DigitsClientError, Job, Model, ModelList, Prediction, RetrainOptions
 from digits.client.progress import ProgressReport
 from digits.training.candidates import CANDIDATES
 
@@ -158,11 +158,32 @@ def _predict(client: Client, args: argparse.Namespace) -> int:
             reason = error.details if isinstance(error, DigitsClientError) else str(error)
             _emit(args.json, {"file": str(path), "error": reason}, f"{path}: error: {reason}")
             continue
-        row = {"file": str(path), "digit": answer.digit, "confidence": round(answer.confidence, 4),
-               "version": answer.version, "prediction_id": answer.prediction_id}
-        _emit(args.json, row, f"{path}: {answer.digit} (confidence {answer.confidence:.2f}, model {answer.version}, "
-                              f"id {answer.prediction_id})")
+        _emit(args.json, _prediction_row(path, answer), f"{path}: {_read_as(answer)}")
     return 1 if failures else 0
+
+
+def _prediction_row(path: Path, answer: Prediction) -> dict[str, Any]:
+    """``predict --json``'s row: the keys of the gateway's JSON prediction (/api/predict), scores rounded."""
+    return {"file": str(path), "digit": answer.digit, "confidence": round(answer.confidence, 4),
+            "version": answer.version, "prediction_id": answer.prediction_id, "verdict": answer.verdict,
+            "runner_up": answer.runner_up, "familiarity": _rounded(answer.familiarity),
+            "margin": _rounded(answer.margin), "marks": answer.marks}
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 4)
+
+
+def _read_as(answer: Prediction) -> str:
+    """An answer as a person reads it: the digit, or what the verdict says instead, then the figures."""
+    figures = f"confidence {answer.confidence:.2f}, model {answer.version}, id {answer.prediction_id}"
+    if answer.verdict == "UNSURE":
+        return f"{answer.digit} or maybe {answer.runner_up} (unsure, {figures})"
+    if answer.verdict == "NOT_A_DIGIT":
+        return f"not a digit (reads most like {answer.digit}, {figures})"
+    if answer.verdict == "SEVERAL":
+        return f"several digits ({answer.marks} marks, {figures})"
+    return f"{answer.digit} ({figures})"  # DIGIT, or not judged
 
 
 NOT_A_DIGIT = "not-a-digit"

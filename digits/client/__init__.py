@@ -4,7 +4,7 @@
 
     with Client("127.0.0.1:50051") as client:
         answer = client.predict("seven.png")
-        print(answer.digit)
+        print(answer.digit, answer.verdict)            # "DIGIT", "UNSURE" (or runner_up), "NOT_A_DIGIT", "SEVERAL"
         answers = client.predict_many(pixels)          # an (N, 784) array, sent in batches
         job = client.wait(client.retrain(limit=500).id)
         client.correct(answer.prediction_id, 7)        # what it really was (None: not a digit); an admin reviews it

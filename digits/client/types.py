@@ -10,6 +10,9 @@ from digits.v1 import feedback_pb2, models_pb2, recognizer_pb2, training_pb2
 
 # RQ's statuses after which a job changes no more (digits.training.jobs.TERMINAL).
 JOB_ENDED = frozenset({"finished", "failed", "canceled", "stopped"})
+# digits.v1.Verdict in words, as the gateway's JSON says them; VERDICT_UNSPECIFIED (not judged) is None.
+VERDICTS = {recognizer_pb2.VERDICT_DIGIT: "DIGIT", recognizer_pb2.VERDICT_UNSURE: "UNSURE",
+            recognizer_pb2.VERDICT_NOT_A_DIGIT: "NOT_A_DIGIT", recognizer_pb2.VERDICT_SEVERAL: "SEVERAL"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,18 @@ class Prediction:
     model_input: bytes | None = None
     # The gateway's name for this answer: what `correct` points at.
     prediction_id: str = ""
+    # What the answer means (digits.v1.Verdict in a word): "DIGIT", "UNSURE" (digit or runner_up, too close to
+    # call), "NOT_A_DIGIT" or "SEVERAL" (`marks` digit-sized marks side by side); None when nobody judged it.
+    # `digit`, `confidence` and `probabilities` are answered whatever the verdict.
+    verdict: str | None = None
+    # The next most likely digit.
+    runner_up: int = 0
+    # The scores behind the verdict, None when the version computes none: how much the input looks like a digit
+    # (below the version's threshold: NOT_A_DIGIT), and the decision between digit and runner_up (below: UNSURE).
+    familiarity: float | None = None
+    margin: float | None = None
+    # How many digit-sized marks of ink stand side by side in the input (2 or more: SEVERAL).
+    marks: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,7 +165,10 @@ class Job:
 
 def prediction(reply: recognizer_pb2.PredictResponse) -> Prediction:
     return Prediction(digit=reply.digit, confidence=reply.confidence, probabilities=tuple(reply.probabilities),
-                      version=reply.version, model_input=reply.model_input or None, prediction_id=reply.prediction_id)
+                      version=reply.version, model_input=reply.model_input or None, prediction_id=reply.prediction_id,
+                      verdict=VERDICTS.get(reply.verdict), runner_up=reply.runner_up,
+                      familiarity=reply.familiarity if reply.HasField("familiarity") else None,
+                      margin=reply.margin if reply.HasField("margin") else None, marks=reply.marks)
 
 
 def predictions(reply: recognizer_pb2.PredictBatchResponse) -> list[Prediction]:

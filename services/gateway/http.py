@@ -28,6 +28,7 @@ from digits.training import jobs
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway import feedback as corrections
 from services.gateway import openapi, reports
+from services.gateway.answers import verdict_fields
 from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
 from services.gateway.open_inference import rest as open_inference_rest
@@ -199,12 +200,7 @@ async def _predict(request: web.Request) -> web.Response:
         "probabilities": list(answer.probabilities),
         "version": answer.version,
         "prediction_id": answer.prediction_id,
-        # What the answer means (issue #23); null where an older replica did not judge it.
-        "verdict": pb.Verdict.Name(answer.verdict).removeprefix("VERDICT_") if answer.verdict else None,
-        "runner_up": answer.runner_up,
-        "familiarity": answer.familiarity if answer.HasField("familiarity") else None,
-        "margin": answer.margin if answer.HasField("margin") else None,
-        "marks": answer.marks,
+        **verdict_fields(answer),
     }
     if answer.model_input:
         body["model_input"] = list(answer.model_input)

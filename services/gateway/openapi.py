@@ -39,6 +39,27 @@ def _health(key: str) -> dict[str, Any]:
 
 PREDICTION_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
                  "description": "the gateway's name for an answer, which a correction points at"}
+VERDICTS = ["DIGIT", "UNSURE", "NOT_A_DIGIT", "SEVERAL"]
+# What an answer means, beside the digit: the keys every JSON prediction carries (digits.v1.PredictResponse).
+VERDICT_FIELDS: dict[str, Any] = {
+    "verdict": {"enum": [*VERDICTS, None],
+                "description": "DIGIT: it reads a digit; UNSURE: digit or runner_up, too close to call; NOT_A_DIGIT: "
+                               "unlike the digits the model learned (a letter, a scribble, noise); SEVERAL: more "
+                               "than one digit-sized mark side by side (see marks); null: not judged (an answer "
+                               "from a replica older than verdicts)"},
+    "runner_up": {"type": "integer", "minimum": 0, "maximum": 9,
+                  "description": "the next most likely digit: with UNSURE, the one digit could also be"},
+    "familiarity": {"type": ["number", "null"],
+                    "description": "how much the input looks like the digits the model learned; below the "
+                                   "version's threshold the verdict is NOT_A_DIGIT; null when the version computes "
+                                   "no such score"},
+    "margin": {"type": ["number", "null"],
+               "description": "the model's decision between digit and runner_up, near 0 when they are close; below "
+                              "the version's threshold the verdict is UNSURE; null when the version computes no "
+                              "such score"},
+    "marks": {"type": "integer", "minimum": 0,
+              "description": "how many digit-sized marks of ink stand side by side: 2 or more make SEVERAL"},
+}
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "const": "digits"}}
 VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^v[0-9]+$"}}
 
@@ -159,13 +180,16 @@ DOCUMENT: dict[str, Any] = {
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Prediction": {"type": "object",
-                       "required": ["digit", "confidence", "probabilities", "version", "prediction_id"],
-                       "properties": {"digit": {"type": "integer", "minimum": 0, "maximum": 9},
-                                      "confidence": {"type": "number"},
+                       "required": ["digit", "confidence", "probabilities", "version", "prediction_id",
+                                    *VERDICT_FIELDS],
+                       "properties": {"digit": {"type": "integer", "minimum": 0, "maximum": 9,
+                                                "description": "the most likely digit, whatever the verdict"},
+                                      "confidence": {"type": "number", "description": "the probability of digit"},
                                       "probabilities": {"type": "array", "items": {"type": "number"},
                                                         "minItems": 10, "maxItems": 10},
                                       "version": {"type": "string"},
                                       "prediction_id": PREDICTION_ID,
+                                      **VERDICT_FIELDS,
                                       "model_input": {"type": "array", "items": {"type": "integer"}}}},
         "CorrectionRequest": {"type": "object", "required": ["prediction_id"], "additionalProperties": False,
                               "properties": {"prediction_id": PREDICTION_ID,
@@ -190,8 +214,20 @@ DOCUMENT: dict[str, Any] = {
         "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"},
             "id": {"type": "string", "description": "the request's id when it had one, else the prediction ids"},
-            "parameters": {"type": "object", "properties": {"prediction_ids": {
-                "type": "string", "description": "each digit's prediction id, comma-separated, in order"}}},
+            "parameters": {"type": "object", "properties": {
+                "prediction_ids": {"type": "string",
+                                   "description": "each digit's prediction id, comma-separated, in order"},
+                "verdict": {"type": "string", "description": "one digit: DIGIT, UNSURE, NOT_A_DIGIT or SEVERAL "
+                                                             "(absent: not judged); several: each digit's, "
+                                                             "comma-separated, in order (empty: not judged)"},
+                "marks": {"type": ["integer", "string"],
+                          "description": "digit-sized marks of ink side by side; several digits: comma-separated"},
+                "familiarity": {"type": ["number", "string"],
+                                "description": "as in Prediction; several digits: comma-separated, an entry "
+                                               "empty where unset; absent when no digit has one"},
+                "margin": {"type": ["number", "string"],
+                           "description": "as in Prediction; several digits: comma-separated, an entry empty "
+                                          "where unset; absent when no digit has one"}}},
             "outputs": {"type": "array", "items": TENSOR}}},
     }},
 }

@@ -3,7 +3,8 @@
 usage: triton_client.py GRPC_HOST:PORT HTTP_HOST:PORT PIXELS.npy IMAGES_DIR
 
 Both of tritonclient's clients, gRPC and HTTP (the REST protocol, binary tensor data as it sends by default, and
-plain JSON), read the same digits by pixels and by image, with outputs requested or not.
+plain JSON), read the same digits by pixels and by image, with outputs requested or not, and the verdicts beside
+them (the BYTES output ``verdict``, the INT64 ``runner_up``, the response parameter ``verdict``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def read(client: Any, module: Any, pixels: np.ndarray, images: list[bytes], bina
     image_result = client.infer("digits", [by_image])
     response = only_digit.get_response()
     outputs = response["outputs"] if isinstance(response, dict) else response.outputs
+    full = everything.get_response()
+    verdicts = full["parameters"]["verdict"] if isinstance(full, dict) else full.parameters["verdict"].string_param
     return {
         "live": client.is_server_live(),
         "ready": client.is_server_ready(),
@@ -42,7 +45,12 @@ def read(client: Any, module: Any, pixels: np.ndarray, images: list[bytes], bina
         "metadata": metadata if isinstance(metadata, dict) else json.loads(
             __import__("google.protobuf.json_format", fromlist=["MessageToJson"]).MessageToJson(metadata)),
         "pixels": {"digit": everything.as_numpy("digit").tolist(),
-                   "probabilities": everything.as_numpy("probabilities").tolist()},
+                   "probabilities": everything.as_numpy("probabilities").tolist(),
+                   # BYTES: bytes from binary data, str from JSON
+                   "verdict": [v.decode() if isinstance(v, bytes) else v
+                               for v in everything.as_numpy("verdict").tolist()],
+                   "runner_up": everything.as_numpy("runner_up").tolist(),
+                   "verdict_parameter": verdicts},
         "requested_outputs": [o["name"] if isinstance(o, dict) else o.name for o in outputs],
         "image": {"digit": image_result.as_numpy("digit").tolist()},
     }

@@ -93,6 +93,7 @@ def test_predict_one_many_and_pixels(client: Client, fresh: LocalStack, tmp_path
     active = client.models(limit=1).active_version
     one = client.predict(path)
     assert one.version == active and len(one.probabilities) == 10 and one.confidence == max(one.probabilities)
+    assert one.verdict in {"DIGIT", "UNSURE", "NOT_A_DIGIT", "SEVERAL"} and one.runner_up != one.digit  # judged
     assert client.predict(as_png(pixels[0])).digit == one.digit
     seen = client.predict(pixels[0].reshape(28, 28), return_model_input=True)
     assert seen.model_input is not None and len(seen.model_input) == 784

@@ -49,6 +49,10 @@ def test_tritonclient_agrees_with_digits_v1(
         assert got["pixels"]["digit"] == [r.digit for r in by_pixels], transport
         assert got["image"]["digit"] == [r.digit for r in by_image], transport
         assert np.allclose(got["pixels"]["probabilities"], [list(r.probabilities) for r in by_pixels], atol=1e-6)
+        words = [pb.Verdict.Name(r.verdict).removeprefix("VERDICT_") for r in by_pixels]
+        assert got["pixels"]["verdict"] == words and "DIGIT" in words, transport
+        assert got["pixels"]["verdict_parameter"] == ",".join(words), transport
+        assert got["pixels"]["runner_up"] == [r.runner_up for r in by_pixels], transport
         assert got["requested_outputs"] == ["digit"], transport  # outputs asked for are the ones returned
         assert np.mean(np.array(got["pixels"]["digit"]) == labels) >= 0.9
 
@@ -74,7 +78,7 @@ def test_uint8_28x28_and_typed_contents_answer_alike(oip_stub: oip_grpc.GRPCInfe
     ]), timeout=10)
     assert np.frombuffer(raw.raw_output_contents[0], "<i8").tolist() == \
         np.frombuffer(typed.raw_output_contents[0], "<i8").tolist()
-    assert [o.name for o in raw.outputs] == ["digit", "probabilities"]
+    assert [o.name for o in raw.outputs] == ["digit", "probabilities", "verdict", "runner_up"]
 
 
 @pytest.mark.parametrize(

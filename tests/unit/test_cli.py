@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,47 @@ def test_ids_after_an_option_are_still_ids(monkeypatch: pytest.MonkeyPatch) -> N
     assert seen == [["a", "b"]] * 3
     with pytest.raises(SystemExit):
         cli.main(["--gateway", "127.0.0.1:1", "models", "list", "--bogus"])
+
+
+def answer(verdict: str | None, **fields: object) -> types.Prediction:
+    given: dict[str, object] = {"digit": 4, "confidence": 0.55, "probabilities": (0.1,) * 10, "version": "v2",
+                                "prediction_id": "e" * 32, "verdict": verdict, "runner_up": 9,
+                                "familiarity": 1.23456, "margin": 0.01234, "marks": 1, **fields}
+    return types.Prediction(**given)  # type: ignore[arg-type]
+
+
+def test_predict_says_each_verdict_in_words() -> None:
+    figures = f"confidence 0.55, model v2, id {'e' * 32}"
+    assert cli._read_as(answer("DIGIT")) == f"4 ({figures})"
+    assert cli._read_as(answer(None)) == f"4 ({figures})"  # not judged: the digit, as before verdicts
+    assert cli._read_as(answer("UNSURE")) == f"4 or maybe 9 (unsure, {figures})"
+    assert cli._read_as(answer("NOT_A_DIGIT")) == f"not a digit (reads most like 4, {figures})"
+    assert cli._read_as(answer("SEVERAL", marks=3)) == f"several digits (3 marks, {figures})"
+
+
+def test_predict_json_rows_have_the_http_predictions_verdict_keys() -> None:
+    row = cli._prediction_row(Path("x.png"), answer("UNSURE"))
+    assert row == {"file": "x.png", "digit": 4, "confidence": 0.55, "version": "v2", "prediction_id": "e" * 32,
+                   "verdict": "UNSURE", "runner_up": 9, "familiarity": 1.2346, "margin": 0.0123, "marks": 1}
+    unscored = cli._prediction_row(Path("y.png"), answer(None, familiarity=None, margin=None))
+    assert (unscored["verdict"], unscored["familiarity"], unscored["margin"]) == (None, None, None)
+    assert json.loads(json.dumps(unscored))["verdict"] is None  # null in the JSON line
+
+
+def test_predict_prints_a_line_per_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    answers = {"a.png": answer("SEVERAL", marks=2), "b.png": answer("NOT_A_DIGIT", digit=8)}
+
+    class FakeClient:
+        def predict(self, path: Path) -> types.Prediction:
+            return answers[path.name]
+
+    args = argparse.Namespace(files=[tmp_path / "a.png", tmp_path / "b.png"], json=False)
+    assert cli._predict(FakeClient(), args) == 0  # type: ignore[arg-type]
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith(f"{tmp_path / 'a.png'}: several digits (2 marks, confidence")
+    assert second.startswith(f"{tmp_path / 'b.png'}: not a digit (reads most like 8, confidence")
+    args.json = True
+    assert cli._predict(FakeClient(), args) == 0  # type: ignore[arg-type]
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["verdict"], r["marks"], r["digit"]) for r in rows] == [("SEVERAL", 2, 4), ("NOT_A_DIGIT", 1, 8)]

@@ -31,5 +31,24 @@ def test_replies_become_plain_dataclasses() -> None:
     assert job.ended and job.activated and job.result == {"a": 1} and job.spec == {}
 
 
+def test_a_prediction_carries_its_verdict_in_words_and_unset_scores_as_none() -> None:
+    unsure = types.prediction(recognizer_pb2.PredictResponse(digit=4, verdict=recognizer_pb2.VERDICT_UNSURE,
+                                                              runner_up=9, familiarity=0.0, margin=0.25, marks=1))
+    assert (unsure.verdict, unsure.runner_up, unsure.familiarity, unsure.margin, unsure.marks) == (
+        "UNSURE", 9, 0.0, 0.25, 1)
+    several = types.prediction(recognizer_pb2.PredictResponse(verdict=recognizer_pb2.VERDICT_SEVERAL, marks=3))
+    assert (several.verdict, several.familiarity, several.margin, several.marks) == ("SEVERAL", None, None, 3)
+    words = {types.prediction(recognizer_pb2.PredictResponse(verdict=v)).verdict
+             for v in recognizer_pb2.Verdict.values()}
+    assert words == {None, "DIGIT", "UNSURE", "NOT_A_DIGIT", "SEVERAL"}  # None: not judged
+    assert types.prediction(recognizer_pb2.PredictResponse(verdict=99)).verdict is None  # type: ignore[arg-type]
+
+
+def test_a_prediction_built_by_position_as_before_still_works() -> None:
+    old = types.Prediction(7, 0.9, (0.1,) * 10, "v3", None, "c" * 32)
+    assert (old.prediction_id, old.verdict, old.runner_up, old.familiarity, old.margin, old.marks) == (
+        "c" * 32, None, 0, None, None, 0)
+
+
 def test_the_client_knows_which_job_states_are_final() -> None:
     assert {s.value for s in jobs.TERMINAL} == types.JOB_ENDED

@@ -24,10 +24,29 @@ from services.gateway.open_inference.protocol import (
     numbers_from_raw,
 )
 
+# The stand-in's verdict by the request's first pixel, modulo 5: 0 is an answer nobody judged.
+FAKE_VERDICTS = (pb.VERDICT_UNSPECIFIED, pb.VERDICT_DIGIT, pb.VERDICT_UNSURE, pb.VERDICT_NOT_A_DIGIT,
+                 pb.VERDICT_SEVERAL)
+
+
+def fake_answer(first: int, answered: int) -> pb.PredictResponse:
+    """digit = ``first`` % 10; the verdict FAKE_VERDICTS[first % 5], runner-up the next digit, two marks for SEVERAL
+    (else one); judged answers have familiarity first/4 - 1 and margin first/8, exact in float32."""
+    probabilities = [0.0] * 10
+    probabilities[first % 10] = 1.0
+    verdict = FAKE_VERDICTS[first % 5]
+    answer = pb.PredictResponse(digit=first % 10, probabilities=probabilities, version="v7",
+                                prediction_id=f"{answered:032x}", verdict=verdict, runner_up=(first + 1) % 10,
+                                marks=2 if verdict == pb.VERDICT_SEVERAL else 1)
+    if verdict != pb.VERDICT_UNSPECIFIED:
+        answer.familiarity = first / 4 - 1
+        answer.margin = first / 8
+    return answer
+
 
 class FakeForwarder:
-    """predict_many as the gateway's forwarder answers it: digit = the request's first pixel (0 for an image), and
-    prediction ids 000...1, 000...2, ... in the order of the answers."""
+    """predict_many as the gateway's forwarder answers it: digit = the request's first pixel (0 for an image), its
+    verdict as ``fake_answer`` says, and prediction ids 000...1, 000...2, ... in the order of the answers."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[pb.PredictRequest], float | None]] = []
@@ -41,11 +60,8 @@ class FakeForwarder:
         for request in requests:
             first = request.pixel_bytes[0] if request.pixel_bytes else (
                 int(request.pixels.values[0]) if request.pixels.values else 0)
-            probabilities = [0.0] * 10
-            probabilities[first % 10] = 1.0
             self.answered += 1
-            answers.append(pb.PredictResponse(digit=first % 10, probabilities=probabilities, version="v7",
-                                              prediction_id=f"{self.answered:032x}"))
+            answers.append(fake_answer(first, self.answered))
         return answers
 
     @contextlib.contextmanager
@@ -136,6 +152,9 @@ def test_outputs_are_little_endian_row_major_without_padding() -> None:
     assert output.raw() == struct.pack("<2q", 1, 258)
     assert output.shape == [2]
     assert OutputTensor("probabilities", "FP32", np.zeros((3, 10), dtype="<f4")).shape == [3, 10]
+    words = OutputTensor("verdict", "BYTES", np.array([b"DIGIT", b""], dtype=np.object_))
+    assert words.raw() == struct.pack("<I", 5) + b"DIGIT" + struct.pack("<I", 0) and words.shape == [2]
+    assert words.data() == ["DIGIT", ""] and OutputTensor("digit", "INT64", np.array([3])).data() == [3]
 
 
 # -- inputs -------------------------------------------------------------------------------------------------------
@@ -234,14 +253,48 @@ def test_an_empty_input_is_refused_and_too_many_digits_are_too_large() -> None:
 
 # -- outputs, versions, the call ----------------------------------------------------------------------------------
 
-def test_every_output_by_default_digit_then_probabilities() -> None:
+def test_every_output_by_default_digit_probabilities_verdict_runner_up() -> None:
     digits_model, _ = model()
     answer = infer(digits_model, [pixels("UINT8", (2, 784), [3, 8])])
     assert [(o.name, o.datatype, o.shape) for o in answer.outputs] == [
-        ("digit", "INT64", [2]), ("probabilities", "FP32", [2, 10])]
-    digit, probabilities = answer.outputs
+        ("digit", "INT64", [2]), ("probabilities", "FP32", [2, 10]), ("verdict", "BYTES", [2]),
+        ("runner_up", "INT64", [2])]
+    digit, probabilities, verdict, runner_up = answer.outputs
     assert digit.array.dtype == np.dtype("<i8") and probabilities.array.dtype == np.dtype("<f4")
     assert probabilities.array.argmax(axis=1).tolist() == [3, 8]
+    assert verdict.data() == ["NOT_A_DIGIT", "NOT_A_DIGIT"] and runner_up.array.tolist() == [4, 9]
+
+
+def test_the_verdict_is_a_plain_word_per_row_and_empty_when_not_judged() -> None:
+    digits_model, _ = model()
+    answer = infer(digits_model, [pixels("UINT8", (5, 784), [0, 1, 2, 3, 4])], requested=["verdict"])
+    (verdict,) = answer.outputs
+    assert verdict.data() == ["", "DIGIT", "UNSURE", "NOT_A_DIGIT", "SEVERAL"]
+    assert verdict.raw() == b"".join(struct.pack("<I", len(w)) + w for w in
+                                     [b"", b"DIGIT", b"UNSURE", b"NOT_A_DIGIT", b"SEVERAL"])
+    assert length_prefixed(verdict.raw()) == [w.encode() for w in verdict.data()]  # what a client reads back
+
+
+def test_one_digits_verdict_is_in_the_parameters_typed() -> None:
+    digits_model, _ = model()
+    unsure = infer(digits_model, [pixels("UINT8", (1, 784), [2])], requested=["digit"])
+    assert unsure.parameters == {"verdict": "UNSURE", "marks": 1, "familiarity": -0.5, "margin": 0.25}
+    several = infer(digits_model, [pixels("UINT8", (1, 784), [4])]).parameters
+    assert several["verdict"] == "SEVERAL" and several["marks"] == 2 and several["familiarity"] == 0.0
+    # Not judged, no scores: only the marks.
+    assert infer(digits_model, [pixels("UINT8", (1, 784), [5])]).parameters == {"marks": 1}
+
+
+def test_several_digits_verdicts_are_comma_separated_in_order_empty_where_unset() -> None:
+    digits_model, _ = model()
+    answer = infer(digits_model, [pixels("UINT8", (3, 784), [1, 0, 4])])
+    assert answer.parameters == {"verdict": "DIGIT,,SEVERAL", "marks": "1,1,2", "familiarity": "-0.75,,0.0",
+                                 "margin": "0.125,,0.5"}
+    assert answer.joined_ids.count(",") == 2  # one entry per digit, as the prediction ids
+    scores = infer(digits_model, [pixels("UINT8", (2, 784), [6, 7])]).parameters
+    assert scores["familiarity"] == "0.5,0.75" and scores["margin"] == "0.75,0.875"  # float32, shortest
+    nobody_judged = infer(digits_model, [pixels("UINT8", (2, 784), [0, 5])])
+    assert nobody_judged.parameters == {"marks": "1,1"}  # a name no digit has a value for is left out
 
 
 def test_requested_outputs_are_returned_alone_and_in_the_requested_order() -> None:
@@ -250,11 +303,14 @@ def test_requested_outputs_are_returned_alone_and_in_the_requested_order() -> No
     assert [o.name for o in only.outputs] == ["probabilities"]
     both = infer(digits_model, [pixels("UINT8", (1, 784), [5])], requested=["probabilities", "digit"])
     assert [o.name for o in both.outputs] == ["probabilities", "digit"]
+    verdicts = infer(digits_model, [pixels("UINT8", (1, 784), [2])], requested=["runner_up", "verdict"])
+    assert [(o.name, o.data()) for o in verdicts.outputs] == [("runner_up", [3]), ("verdict", ["UNSURE"])]
 
 
 def test_an_unknown_output_is_refused_before_anything_is_forwarded() -> None:
     digits_model, forwarder = model()
-    with pytest.raises(InvalidInput, match="unknown output 'label', 'scores': the outputs are 'digit' and "):
+    with pytest.raises(InvalidInput, match="unknown output 'label', 'scores': the outputs are 'digit', "
+                                           "'probabilities', 'verdict', 'runner_up'"):
         infer(digits_model, [pixels("UINT8", (1, 784), [5])], requested=["digit", "label", "scores"])
     assert forwarder.calls == []
 

@@ -133,6 +133,27 @@ def answer() -> Answer:
                          OutputTensor("probabilities", "FP32", np.full((2, 10), 0.1, dtype="<f4"))], IDS)
 
 
+def verdicts() -> Answer:
+    return Answer("v3", [OutputTensor("verdict", "BYTES", np.array([b"UNSURE", b""], dtype=np.object_)),
+                         OutputTensor("runner_up", "INT64", np.array([9, 1], dtype="<i8"))], IDS,
+                  {"verdict": "UNSURE,", "marks": "1,1", "margin": "0.01,"})
+
+
+def test_the_verdict_is_strings_in_json_length_prefixed_in_binary_and_in_the_parameters() -> None:
+    as_json = json.loads(_response({}, verdicts(), {}, binary_default=False).body)  # type: ignore[arg-type]
+    verdict, runner_up = as_json["outputs"]
+    assert verdict == {"name": "verdict", "datatype": "BYTES", "shape": [2], "data": ["UNSURE", ""]}
+    assert runner_up["data"] == [9, 1]
+    assert as_json["parameters"] == {"prediction_ids": ",".join(IDS), "verdict": "UNSURE,", "marks": "1,1",
+                                     "margin": "0.01,"}
+    binary = _response({}, verdicts(), {"verdict": True}, binary_default=False)
+    assert isinstance(binary.body, bytes)
+    length = int(binary.headers[HEADER_LENGTH])
+    header = json.loads(binary.body[:length])
+    assert header["outputs"][0]["parameters"] == {"binary_data_size": 4 + 6 + 4}
+    assert binary.body[length:] == struct.pack("<I", 6) + b"UNSURE" + struct.pack("<I", 0)
+
+
 def test_a_json_response_has_flat_data_the_version_the_callers_id_and_the_prediction_ids() -> None:
     response = _response({"id": "req-1"}, answer(), {}, binary_default=False)
     assert response.content_type == "application/json" and HEADER_LENGTH not in response.headers
@@ -191,8 +212,14 @@ def test_infer_over_http_json_in_json_out() -> None:
         response = await client.post("/v2/models/digits/infer", json=body)
         assert response.status == 200
         assert await response.json() == {"model_name": "digits", "model_version": "v7", "id": "a",
-                                         "parameters": {"prediction_ids": f"{1:032x}"}, "outputs": [
-            {"name": "digit", "datatype": "INT64", "shape": [1], "data": [6]}]}
+                                         "parameters": {"prediction_ids": f"{1:032x}", "verdict": "DIGIT",
+                                                        "marks": 1, "familiarity": 0.5, "margin": 0.75},
+                                         "outputs": [{"name": "digit", "datatype": "INT64", "shape": [1],
+                                                      "data": [6]}]}
+        body["outputs"] = [{"name": "verdict"}, {"name": "runner_up"}]
+        verdict, runner_up = (await (await client.post("/v2/models/digits/infer", json=body)).json())["outputs"]
+        assert verdict == {"name": "verdict", "datatype": "BYTES", "shape": [1], "data": ["DIGIT"]}
+        assert runner_up == {"name": "runner_up", "datatype": "INT64", "shape": [1], "data": [7]}
 
     with_client(check)
 
@@ -207,8 +234,12 @@ def test_infer_over_http_binary_in_binary_out() -> None:
         assert response.status == 200
         raw = await response.read()
         length = int(response.headers[HEADER_LENGTH])
-        assert [o["name"] for o in json.loads(raw[:length])["outputs"]] == ["digit", "probabilities"]
+        header = json.loads(raw[:length])
+        assert [o["name"] for o in header["outputs"]] == ["digit", "probabilities", "verdict", "runner_up"]
         assert struct.unpack_from("<q", raw, length) == (6,)
+        verdict = length + 8 + 40  # after the digit (INT64) and the ten probabilities (FP32)
+        assert raw[verdict:] == struct.pack("<I", 5) + b"DIGIT" + struct.pack("<q", 7)
+        assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [8, 40, 9, 8]
 
     with_client(check)
 
@@ -248,7 +279,8 @@ def test_metadata_and_health_answer_200_for_true_400_for_false() -> None:
         metadata = await (await client.get("/v2/models/digits")).json()
         assert metadata["versions"] == ["v7", "v6"] and metadata["platform"] == "scikit-learn"
         assert [i["name"] for i in metadata["inputs"]] == ["image", "pixels"]
-        assert [o["name"] for o in metadata["outputs"]] == ["digit", "probabilities"]
+        assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [
+            ("digit", "INT64"), ("probabilities", "FP32"), ("verdict", "BYTES"), ("runner_up", "INT64")]
         assert (await client.get("/v2/models/digits/versions/v1")).status == 404
 
     async def not_ready(client: TestClient[web.Request, web.Application]) -> None:

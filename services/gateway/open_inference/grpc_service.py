@@ -17,6 +17,7 @@ from services.gateway.open_inference.protocol import (
     PREDICTION_IDS,
     InputTensor,
     OpenInferenceModel,
+    Parameter,
     length_prefixed,
     numbers_from_list,
     numbers_from_raw,
@@ -65,7 +66,8 @@ class OpenInference(pb_grpc.GRPCInferenceServiceServicer):
         output = pb.ModelInferResponse.InferOutputTensor
         return pb.ModelInferResponse(
             model_name=MODEL, model_version=answer.version, id=answer.response_id(request.id),
-            parameters={PREDICTION_IDS: pb.InferParameter(string_param=answer.joined_ids)},
+            parameters={PREDICTION_IDS: pb.InferParameter(string_param=answer.joined_ids),
+                        **{name: _parameter(value) for name, value in answer.parameters.items()}},
             outputs=[output(name=o.name, datatype=o.datatype, shape=o.shape) for o in answer.outputs],
             raw_output_contents=[o.raw() for o in answer.outputs],
         )
@@ -81,3 +83,11 @@ def _input(tensor: Tensor, raw: bytes | None) -> InputTensor:
     typed = {"FP32": tensor.contents.fp32_contents, "UINT8": tensor.contents.uint_contents}.get(tensor.datatype)
     numbers = numbers_from_list(tensor.datatype, typed) if typed is not None else None
     return InputTensor(tensor.name, tensor.datatype, shape, numbers=numbers)
+
+
+def _parameter(value: Parameter) -> pb.InferParameter:
+    if isinstance(value, str):
+        return pb.InferParameter(string_param=value)
+    if isinstance(value, int):
+        return pb.InferParameter(int64_param=value)
+    return pb.InferParameter(double_param=value)

@@ -2,9 +2,18 @@
 
 One model, ``digits``; its versions are the registry's, and a request without a version is answered by the
 active one. Inputs (exactly one per request): ``image`` (BYTES [N], encoded images) or ``pixels`` (UINT8 or
-FP32, [N,784] or [N,28,28]). Outputs: ``digit`` (INT64 [N]) and ``probabilities`` (FP32 [N,10]); a request that
-names outputs gets those, in its order. Each digit of a call becomes one prediction, forwarded like a Predict
-(coalesced with others); errors carry the same status codes as digits.v1.
+FP32, [N,784] or [N,28,28]). Outputs: ``digit`` (INT64 [N]), ``probabilities`` (FP32 [N,10]), ``verdict`` (BYTES
+[N]: ``DIGIT``, ``UNSURE``, ``NOT_A_DIGIT`` or ``SEVERAL``, and an empty string for an answer nobody judged) and
+``runner_up`` (INT64 [N], the next most likely digit); a request that names outputs gets those, in its order. Each
+digit of a call becomes one prediction, forwarded like a Predict (coalesced with others); errors carry the same
+status codes as digits.v1.
+
+Verdicts in the response's parameters too, whatever outputs were asked for: for a request of one digit,
+``verdict`` (a string, absent when not judged), ``marks`` (int64: digit-sized marks of ink side by side) and,
+when the version computes them, ``familiarity`` and ``margin`` (double). For a request of several digits, the
+same four names hold strings with one entry per digit, comma-separated in the order of the digits as
+``prediction_ids`` are, an entry left empty where a digit has no such value ("DIGIT,,SEVERAL"), and the name
+absent when no digit has one.
 
 Prediction ids: each digit's answer has one, as every answer of the gateway does. A response carries them, comma-
 separated in the order of the digits, in its parameter ``prediction_ids``, and as its ``id`` unless the request
@@ -16,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +34,7 @@ from digits.errors import InvalidInput, NotFound, TooLarge
 from digits.mnist import N_CLASSES, N_PIXELS, SHAPE
 from digits.platform.registry import Registry
 from digits.v1 import recognizer_pb2 as pb
+from services.gateway.answers import familiarity, margin, verdict_word
 from services.gateway.blocking import off_loop
 from services.gateway.forwarding import Forwarder
 
@@ -33,9 +43,12 @@ PLATFORM = "scikit-learn"
 PIXEL_TYPES: dict[str, np.dtype[np.generic]] = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
 # (name, datatype, shape) as metadata states them; -1 is the batch dimension.
 INPUTS = (("image", "BYTES", (-1,)), ("pixels", "FP32", (-1, N_PIXELS)))
-OUTPUTS = (("digit", "INT64", (-1,)), ("probabilities", "FP32", (-1, N_CLASSES)))
+OUTPUTS = (("digit", "INT64", (-1,)), ("probabilities", "FP32", (-1, N_CLASSES)), ("verdict", "BYTES", (-1,)),
+           ("runner_up", "INT64", (-1,)))
 OUTPUT_NAMES = tuple(name for name, _, _ in OUTPUTS)
 PREDICTION_IDS = "prediction_ids"  # the response parameter that names each digit's answer
+# A response parameter's value: both transports carry strings, 64-bit integers and doubles.
+Parameter = str | int | float
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,16 @@ class OutputTensor:
         return list(self.array.shape)
 
     def raw(self) -> bytes:
-        """Little-endian, row-major, no padding: the protocol's binary form."""
+        """Little-endian, row-major, no padding: the protocol's binary form (BYTES: each element length-prefixed)."""
+        if self.datatype == "BYTES":
+            return b"".join(struct.pack("<I", len(e)) + e for e in self.array.ravel().tolist())
         return self.array.astype(self.array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+    def data(self) -> list[object]:
+        """Row-major elements as JSON takes them (BYTES: UTF-8 strings)."""
+        if self.datatype == "BYTES":
+            return [e.decode() for e in self.array.ravel().tolist()]
+        return list(self.array.ravel().tolist())
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,8 @@ class Answer:
     version: str
     outputs: list[OutputTensor]
     prediction_ids: list[str]
+    # The response's parameters beside prediction_ids: the verdicts (``verdict_parameters``).
+    parameters: dict[str, Parameter] = field(default_factory=dict)
 
     def response_id(self, request_id: str) -> str:
         """The response's ``id``: the request's own when it had one, else the prediction ids."""
@@ -161,11 +184,11 @@ class OpenInferenceModel:
                                f"(active: {active or 'none'}); omit the version to use the active one")
         unknown = [name for name in requested if name not in OUTPUT_NAMES]
         if unknown:
-            raise InvalidInput(f"unknown output {', '.join(map(repr, unknown))}: the outputs are 'digit' and "
-                               "'probabilities'")
+            raise InvalidInput(f"unknown output {', '.join(map(repr, unknown))}: the outputs are "
+                               f"{', '.join(map(repr, OUTPUT_NAMES))}")
         replies = await self._forwarder.predict_many(self._items(inputs), timeout)
         return Answer(replies[0].version, _outputs(replies, requested or OUTPUT_NAMES),
-                      [r.prediction_id for r in replies])
+                      [r.prediction_id for r in replies], verdict_parameters(replies))
 
     def _items(self, inputs: Sequence[InputTensor]) -> list[pb.PredictRequest]:
         if len(inputs) != 1:
@@ -223,5 +246,29 @@ def _outputs(replies: Sequence[pb.PredictResponse], names: Sequence[str]) -> lis
         "digit": lambda: OutputTensor("digit", "INT64", np.array([r.digit for r in replies], dtype="<i8")),
         "probabilities": lambda: OutputTensor(
             "probabilities", "FP32", np.array([list(r.probabilities) for r in replies], dtype="<f4")),
+        "verdict": lambda: OutputTensor(
+            "verdict", "BYTES", np.array([(verdict_word(r) or "").encode() for r in replies], dtype=np.object_)),
+        "runner_up": lambda: OutputTensor("runner_up", "INT64", np.array([r.runner_up for r in replies], dtype="<i8")),
     }
     return [built[name]() for name in names]
+
+
+def verdict_parameters(replies: Sequence[pb.PredictResponse]) -> dict[str, Parameter]:
+    """The verdicts as response parameters: typed for one digit, comma-separated strings for several (see above)."""
+    if len(replies) == 1:
+        (reply,) = replies
+        typed: dict[str, Parameter | None] = {"verdict": verdict_word(reply), "marks": reply.marks,
+                                              "familiarity": familiarity(reply), "margin": margin(reply)}
+        return {name: value for name, value in typed.items() if value is not None}
+    columns: dict[str, list[object]] = {
+        "verdict": [verdict_word(r) for r in replies], "marks": [r.marks for r in replies],
+        "familiarity": [familiarity(r) for r in replies], "margin": [margin(r) for r in replies]}
+    return {name: ",".join(_entry(value) for value in values)
+            for name, values in columns.items() if any(value is not None for value in values)}
+
+
+def _entry(value: object) -> str:
+    """One digit's value in a comma-separated parameter: a score as the float32 it was (0.25, not 0.2500000037)."""
+    if value is None:
+        return ""
+    return str(np.float32(value)) if isinstance(value, float) else str(value)

@@ -210,12 +210,12 @@ def _response(document: Mapping[str, Any], answer: Answer, requested: Mapping[st
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = output.array.ravel().tolist()
+            entry["data"] = output.data()
         outputs.append(entry)
     request_id = document.get("id")
     header = {"model_name": MODEL, "model_version": answer.version,
               "id": request_id if request_id not in (None, "") else answer.joined_ids,
-              "parameters": {PREDICTION_IDS: answer.joined_ids}, "outputs": outputs}
+              "parameters": {PREDICTION_IDS: answer.joined_ids, **answer.parameters}, "outputs": outputs}
     text = json.dumps(header).encode()
     if not blobs:
         return web.Response(body=text, content_type="application/json")
