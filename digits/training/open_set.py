@@ -58,11 +58,13 @@ def non_digits(per_family: int, seed: Sequence[int], pool: Rows) -> dict[str, tu
     return result
 
 
-def fit(model: DigitModel, pixels: Rows, labels: Labels, per_family: int, seed: int) -> int:
-    """Fit ``model``'s pipeline on the digits plus its non-digits; returns how many non-digits it learned from."""
-    per_family = min(per_family, len(labels) // FIT_SHARE)
-    pages = non_digits(per_family, (FIT_PAGES, seed), pixels)
-    rubbish = np.concatenate([rows for rows, _ in pages.values()])
+def fit(model: DigitModel, pixels: Rows, labels: Labels, per_family: int, seed: int, pool: Rows | None = None) -> int:
+    """Fit ``model``'s pipeline on the digits plus its non-digits; returns how many non-digits it learned from.
+
+    The non-digits depend on ``pool`` (the digits their two-digit pages are made of; ``pixels`` by default) and its
+    size: a final fit given the split fit's training digits learns from the very same non-digits, drawn once."""
+    rubbish = _fit_pages(min(per_family, len(pixels if pool is None else pool) // FIT_SHARE), seed,
+                         pixels if pool is None else pool)
     pipeline = model.estimator
     features = pipeline[:-1].fit(pixels, labels)  # the steps are shared: fitted in place, on digits alone
     digits_features = features.transform(pixels)
@@ -72,6 +74,19 @@ def fit(model: DigitModel, pixels: Rows, labels: Labels, per_family: int, seed: 
     svc.fit(np.concatenate([digits_features, features.transform(rubbish)]),
             np.concatenate([labels, np.full(len(rubbish), NOT_A_DIGIT_LABEL, dtype=labels.dtype)]))
     return len(rubbish)
+
+
+_drawn: dict[tuple[int, int, int], tuple[Rows, Rows]] = {}
+
+
+def _fit_pages(per_family: int, seed: int, pool: Rows) -> Rows:
+    """The non-digits to fit on, remembered for the last pool (an array kept alive with them, so its id holds)."""
+    key = (per_family, seed, id(pool))
+    if key not in _drawn:
+        _drawn.clear()
+        pages = non_digits(per_family, (FIT_PAGES, seed), pool)
+        _drawn[key] = (pool, np.concatenate([rows for rows, _ in pages.values()]))
+    return _drawn[key][1]
 
 
 def calibrate(model: DigitModel, pixels: Rows, labels: Labels, seed: int) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def fit_final(split_fit: Fitted, split: Split, seed: int) -> tuple[DigitModel, d
     assert isinstance(split_fit.model, DigitModel), "only base candidates are refitted"
     pixels = np.concatenate([split.x_train, split.x_hold, split.x_val])
     labels = np.concatenate([split.y_train, split.y_hold, split.y_val])
-    model, fit_seconds, train_size = _fitted(split_fit.candidate, pixels, labels, seed)
+    model, fit_seconds, train_size = _fitted(split_fit.candidate, pixels, labels, seed, pool=split.x_train)
     # Both are properties of the recipe's score scale, which more digits barely move (docs/model-quality.md).
     model.temperature = split_fit.model.temperature
     model.calibrated = split_fit.model.calibrated
@@ -90,14 +90,16 @@ def fit_final(split_fit: Fitted, split: Split, seed: int) -> tuple[DigitModel, d
     return model, facts
 
 
-def _fitted(candidate: Candidate, pixels: np.ndarray, labels: np.ndarray, seed: int) -> tuple[DigitModel, float, int]:
-    """A base candidate's pipeline fitted on these digits (and the shifted copies it asks for)."""
+def _fitted(candidate: Candidate, pixels: np.ndarray, labels: np.ndarray, seed: int,
+            pool: np.ndarray | None = None) -> tuple[DigitModel, float, int]:
+    """A base candidate's pipeline fitted on these digits (and the shifted copies it asks for); with a "not a digit"
+    class, on non-digits whose two-digit pages come from ``pool`` (these digits by default)."""
     if candidate.shifts:
         pixels, labels = augment.with_shifts(pixels, labels, augment.one_pixel_shifts(candidate.shifts))
     started = time.perf_counter()
     model = DigitModel(recipes.estimator(candidate, seed))
     if candidate.not_a_digit:
-        open_set.fit(model, pixels, labels, candidate.not_a_digit, seed)
+        open_set.fit(model, pixels, labels, candidate.not_a_digit, seed, pool)
     else:
         model.estimator.fit(pixels, labels)
     return model, time.perf_counter() - started, len(labels)

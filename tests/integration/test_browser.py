@@ -411,10 +411,10 @@ def test_report_pages_share_the_drawing_pages_layout(stack: LocalStack, browser:
     page.wait_for_url(f"{origin}/models/{version}")
     _layout(page, origin, "Models", how="true")  # below Models: the section is current, not the page
     assert page.locator("h1").inner_text().startswith(f"{version}: ")
-    figures = page.locator(".figs img")
-    assert figures.count() == 2
+    figures = page.locator(".figs img")  # confusions, F1 per digit, the error-reject curve, familiarity
+    assert figures.count() == 4
     page.wait_for_function("[...document.querySelectorAll('.figs img')].every((img) => img.complete)")
-    assert figures.evaluate_all("imgs => imgs.map((img) => img.naturalWidth)") == [460, 460]
+    assert figures.evaluate_all("imgs => imgs.map((img) => img.naturalWidth)") == [460] * 4
     screenshot(page, "report.png")
 
     page.go_back()

@@ -110,7 +110,8 @@ def test_cli_predict_json(stack: LocalStack, tmp_path: Path) -> None:
     )
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["file"] for r in rows] == files
-    assert all(set(r) == {"file", "digit", "confidence", "version", "prediction_id"} for r in rows)
+    assert all(set(r) == {"file", "digit", "confidence", "version", "prediction_id", "verdict", "runner_up",
+                          "familiarity", "margin", "marks"} for r in rows)
     assert all(len(r["prediction_id"]) == 32 for r in rows)  # what `digits correct` takes
     assert sum(r["digit"] == int(y) for r, y in zip(rows, labels, strict=True)) >= 2
 
