@@ -10,8 +10,9 @@ export UV_LINK_MODE := copy
 PROTOS := $(wildcard protos/digits/v1/*.proto protos/digits/oip/*.proto)
 STAMP := $(VENV)/.installed
 TRITON_STAMP := .venv-triton/.installed
+PEERS_STAMP := .venv-peers/.installed .venv-peers-triton/.installed
 
-.PHONY: up down status logs test unit lint protos bench lock clean bench-scaling
+.PHONY: up down status logs test unit lint protos bench lock clean bench-scaling bench-peers
 
 up: $(STAMP) digits/v1/__init__.py  ## start the whole stack, healthy, with a model
 	$(BIN)/python -m digits.stack up
@@ -64,14 +65,35 @@ $(TRITON_STAMP): tests/conformance/requirements.lock $(UV)
 	$(UV) pip sync --quiet --python .venv-triton/bin/python --require-hashes tests/conformance/requirements.lock
 	touch $@
 
+# The servers Digits is measured against (MLServer, KServe) and the Open Inference client that drives them all, in a
+# venv of their own: they pin grpcio < 1.68 and protobuf < 6 (bench/peers/requirements.in).
+.venv-peers/.installed: bench/peers/requirements.lock $(UV)
+	test -x .venv-peers/bin/python || $(UV) venv --quiet --python $(PYTHON) .venv-peers
+	$(UV) pip sync --quiet --python .venv-peers/bin/python --require-hashes bench/peers/requirements.lock
+	touch $@
+
+# Triton needs numpy < 2 (bench/peers/triton.in says why), so it has a venv of its own.
+.venv-peers-triton/.installed: bench/peers/triton.lock $(UV)
+	test -x .venv-peers-triton/bin/python || $(UV) venv --quiet --python $(PYTHON) .venv-peers-triton
+	$(UV) pip sync --quiet --python .venv-peers-triton/bin/python --require-hashes bench/peers/triton.lock
+	touch $@
+
 lock: $(UV)  ## renew uv.lock and the conformance lock: the newest versions the pins allow, with hashes, from PyPI
 	$(UV) lock --upgrade --python $(PYTHON)
 	$(UV) pip compile --quiet --upgrade --universal --python-version 3.11 --generate-hashes \
 		--custom-compile-command "make lock" --output-file tests/conformance/requirements.lock \
 		tests/conformance/requirements.in
+	$(UV) pip compile --quiet --upgrade --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" --output-file bench/peers/requirements.lock \
+		bench/peers/requirements.in
+	$(UV) pip compile --quiet --upgrade --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" --output-file bench/peers/triton.lock bench/peers/triton.in
 
 clean: down
-	rm -rf $(VENV) .venv-triton .venv-uv digits/v1 digits/oip .run
+	rm -rf $(VENV) .venv-triton .venv-peers .venv-peers-triton .venv-uv digits/v1 digits/oip .run
 
 bench-scaling: $(STAMP) digits/v1/__init__.py  ## throughput and p99 vs inference replicas; fan-out retrain vs trainer workers
 	$(BIN)/python -m bench.scaling
+
+bench-peers: $(STAMP) digits/v1/__init__.py $(PEERS_STAMP)  ## Digits against MLServer and Triton, one OIP client
+	$(BIN)/python -m bench.peers
