@@ -48,6 +48,7 @@ from bench.peers import table
 from bench.peers.table import DIGITS, PeerCell
 from bench.stack import running_stack
 from bench.writers import write_run
+from digits.settings import process_environment
 
 PEERS_VENV = REPO / ".venv-peers"
 TRITON_VENV = REPO / ".venv-peers-triton"
@@ -109,7 +110,7 @@ def free_port() -> int:
 
 
 def _environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGITS_", "PYTHON"))}
+    env = {k: v for k, v in process_environment().items() if not k.startswith(("DIGITS_", "PYTHON"))}
     return env | ONE_THREAD | {"PYTHONPATH": str(REPO)} | extra
 
 
@@ -137,7 +138,8 @@ def _python_peer(name: str, folder: Path, model_file: Path) -> Server:
         # The backend stub links the system's libpython3.11, which must match the interpreter's standard library.
         libdir = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        env = _environment(LD_LIBRARY_PATH=":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p))
+        inherited = process_environment().get("LD_LIBRARY_PATH")
+        env = _environment(LD_LIBRARY_PATH=":".join(p for p in (libdir, inherited) if p))
         server.notes.append(f"LD_LIBRARY_PATH={libdir}")
         args = [str(grpc_port), str(http_port), str(metrics_port)]
     else:
