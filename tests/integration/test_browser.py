@@ -190,6 +190,19 @@ def shown_digit(page: Page) -> str:
     return page.locator("#digit").inner_text().strip()
 
 
+def recording_answers(page: Page) -> list[dict[str, Any]]:
+    """The gateway's answers to the page's predictions, kept as they pass on unchanged."""
+    answers: list[dict[str, Any]] = []
+
+    def keep_answer(route: Route) -> None:
+        response = route.fetch()
+        answers.append(response.json())
+        route.fulfill(response=response)
+
+    page.route("**/api/predict*", keep_answer)
+    return answers
+
+
 def picture(pixels: npt.NDArray[np.float32], path: Path, scale: int = 5) -> Path:
     """A real MNIST digit as a person's photo or scan would show it: dark ink on white, 140x140."""
     image = Image.fromarray((255 - pixels.reshape(28, 28)).astype(np.uint8))
@@ -456,14 +469,7 @@ def test_a_wrong_answer_is_corrected_from_the_page(stack: LocalStack, browser: B
     assert not form.is_visible()  # nothing to correct before an answer
 
     pixels, _ = held_out(2)
-    answers: list[dict[str, Any]] = []
-
-    def keep_answer(route: Route) -> None:  # the gateway's answer, passed on as it came
-        response = route.fetch()
-        answers.append(response.json())
-        route.fulfill(response=response)
-
-    page.route("**/api/predict*", keep_answer)
+    answers = recording_answers(page)
     page.set_input_files("#file", str(picture(pixels[0], tmp_path / "digit.png")))
     shown = shown_digit(page)
     page.unroute("**/api/predict*")
@@ -551,14 +557,7 @@ def test_the_page_says_what_the_answer_means(stack: LocalStack, browser: Browser
     page = context.new_page()
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("request", lambda request: requests.append(request.url))
-    answers: list[dict[str, Any]] = []
-
-    def keep_answer(route: Route) -> None:  # the gateway's answer, passed on as it came
-        response = route.fetch()
-        answers.append(response.json())
-        route.fulfill(response=response)
-
-    page.route("**/api/predict*", keep_answer)
+    answers = recording_answers(page)
     page.goto(origin + "/")
 
     def drawn(name: str, strokes: list[Stroke]) -> tuple[str, dict[str, Any]]:
@@ -660,14 +659,7 @@ def test_a_misread_drawing_corrected_accepted_and_trained_on_reads_right(
     problems: list[str] = []
     page = context.new_page()
     page.on("pageerror", lambda error: problems.append(str(error)))
-    answers: list[dict[str, Any]] = []
-
-    def keep_answer(route: Route) -> None:
-        response = route.fetch()
-        answers.append(response.json())
-        route.fulfill(response=response)
-
-    page.route("**/api/predict*", keep_answer)
+    answers = recording_answers(page)
     page.goto(origin + "/")
     before = stack.active_version()
     try:
