@@ -249,10 +249,10 @@ async def serve_until_signalled(
     log.info("stopped")
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a serving process's asyncio main on uvloop; blocks of a megabyte or more (messages) go back to the system
+def run(main: Callable[[], Coroutine[Any, Any, None]], large_block_bytes: int = memory.MESSAGE_BLOCK_BYTES) -> None:
+    """Run a serving process's asyncio main on uvloop; blocks of ``large_block_bytes`` or more go back to the system
     once freed (``digits.platform.memory``)."""
     import uvloop
 
-    memory.return_large_buffers()
+    memory.return_large_buffers(large_block_bytes)
     uvloop.run(main())
