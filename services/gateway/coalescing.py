@@ -10,8 +10,10 @@ Each prediction keeps its own answer, error, deadline and cancellation: ``Predic
 item on its own; a caller whose deadline passes gets DEADLINE_EXCEEDED while the batch goes on for the others; a
 caller that went away before its batch left is not sent. The batch carries the longest deadline among its items.
 
-Requests and responses stay serialized: a batch is the items' bytes framed as the repeated field of
-``PredictEachRequest``, so the gateway never decodes a request.
+Requests stay serialized: a batch is the items' bytes framed as the repeated field of ``PredictEachRequest``, so
+the gateway never decodes a request. Each caller gets its answer as the message the reply was parsed into, with no
+copy serialized and parsed again on the way; the items of an Open Inference call wait on their futures together,
+under one deadline, with no task of their own.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _framed(request: bytes, suffix: bytes = b"") -> list[bytes]:
 class _Waiting:
     request: bytes
     deadline: float  # loop time
-    future: asyncio.Future[bytes] = field(repr=False)
+    future: asyncio.Future[pb.PredictResponse] = field(repr=False)
     suffix: bytes = b""  # fields appended to the request (the gateway asking for the model's input)
 
 
@@ -72,37 +74,52 @@ class Coalescer:
         self._upstream = 0
         self._flush_scheduled = False
 
-    async def predict(self, request: bytes, timeout: float, suffix: bytes = b"") -> bytes:
-        """The serialized PredictResponse for one serialized PredictRequest (``suffix``: serialized fields that
-        follow it), or the error it was refused with."""
+    async def predict(self, request: bytes, timeout: float, suffix: bytes = b"") -> pb.PredictResponse:
+        """The PredictResponse for one serialized PredictRequest (``suffix``: serialized fields that follow it), or
+        the error it was refused with."""
+        waiting = self._enqueue(request, timeout, suffix)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiting.future
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer within the deadline ({timeout:.3g} s)") from None
+        except Exception as error:
+            # The future keeps the error it was settled with, and the error's traceback now holds this frame, which
+            # holds the future: a cycle that would keep the request's bytes, and every caller's frame above with its
+            # own copies, until the cyclic garbage collector ran (a stream of refused 7 MB images took the gateway
+            # past its memory limit). The error leaves without the frames it came through.
+            error.__traceback__ = None
+            raise
+
+    async def predict_many(self, requests: Sequence[bytes], timeout: float) -> list[pb.PredictResponse]:
+        """Several predictions that succeed or fail together (an Open Inference call); the error is the first
+        failing item's, and names it. The items after it are not waited for (nor sent, if still waiting)."""
+        waiting = [self._enqueue(request, timeout) for request in requests]
+        answers: list[pb.PredictResponse] = []
+        try:
+            async with asyncio.timeout(timeout):
+                for item in waiting:
+                    answers.append(await item.future)
+        except TimeoutError:
+            raise DeadlineExceeded(f"item {len(answers)}: no answer within the deadline ({timeout:.3g} s)") from None
+        except Refused as error:
+            error.__traceback__ = None  # as in predict
+            raise Refused(error.code, f"item {len(answers)}: {error}", error.retry_after_seconds) from None
+        except Exception as error:
+            error.__traceback__ = None
+            raise
+        finally:
+            for item in waiting:
+                item.future.cancel()  # a no-op for the answered; the others' callers are gone
+            del waiting
+        return answers
+
+    def _enqueue(self, request: bytes, timeout: float, suffix: bytes = b"") -> _Waiting:
         loop = asyncio.get_running_loop()
         waiting = _Waiting(request, loop.time() + timeout, loop.create_future(), suffix)
         self._waiting.append(waiting)
         self._schedule_flush()
-        try:
-            return await asyncio.wait_for(waiting.future, timeout)
-        except TimeoutError:
-            raise DeadlineExceeded(f"no answer within the deadline ({timeout:.3g} s)") from None
-        except Exception as error:
-            # The future keeps the error it was settled with, and the error's traceback now holds wait_for's frame
-            # and this one, which hold the future: a cycle that would keep the request's bytes, and every caller's
-            # frame above with its own copies, until the cyclic garbage collector ran (a stream of refused 7 MB
-            # images took the gateway past its memory limit). The error leaves without the frames it came through.
-            error.__traceback__ = None
-            raise
-
-    async def predict_many(self, requests: Sequence[bytes], timeout: float) -> list[bytes]:
-        """Several predictions that succeed or fail together (an Open Inference call); errors name the item."""
-        answers = await asyncio.gather(*(self.predict(r, timeout) for r in requests), return_exceptions=True)
-        for index, answer in enumerate(answers):
-            if isinstance(answer, Refused):
-                raise Refused(answer.code, f"item {index}: {answer}", answer.retry_after_seconds)
-            if isinstance(answer, BaseException):
-                try:
-                    raise answer
-                finally:  # else its traceback holds this frame, which holds it (and every request): a cycle
-                    del answer, answers
-        return answers  # type: ignore[return-value]
+        return waiting
 
     def _schedule_flush(self) -> None:
         # On the next turn of the loop, so that predictions arriving together leave together.
@@ -135,7 +152,7 @@ class Coalescer:
             outcomes = pb.PredictEachResponse.FromString(reply).outcomes
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 if outcome.HasField("response"):
-                    _settle(waiting, answer=outcome.response.SerializeToString())
+                    _settle(waiting, answer=outcome.response)
                 else:
                     refusal = outcome.refusal
                     _settle(waiting, error=Refused(_CODES.get(refusal.code, grpc.StatusCode.UNKNOWN), refusal.message,
@@ -153,7 +170,7 @@ def _cancel_when_all_gone(call: UpstreamCall, batch: list[_Waiting]) -> None:
     """Once every caller of a batch is gone (cancelled or out of time), inference stops working on it too."""
     remaining = len(batch)
 
-    def gone(_: asyncio.Future[bytes]) -> None:
+    def gone(_: asyncio.Future[pb.PredictResponse]) -> None:
         nonlocal remaining
         remaining -= 1
         if remaining == 0 and not call.done():
@@ -163,7 +180,8 @@ def _cancel_when_all_gone(call: UpstreamCall, batch: list[_Waiting]) -> None:
         waiting.future.add_done_callback(gone)
 
 
-def _settle(waiting: _Waiting, *, answer: bytes | None = None, error: BaseException | None = None) -> None:
+def _settle(waiting: _Waiting, *, answer: pb.PredictResponse | None = None,
+            error: BaseException | None = None) -> None:
     if waiting.future.done():  # its caller went away or its deadline passed
         return
     if error is not None:

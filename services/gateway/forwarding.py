@@ -112,8 +112,9 @@ class Forwarder:
             if self.answers.keeping:
                 with contextlib.suppress(WireError):  # not a message: inference refuses it as it is
                     wanted, suffix = asks_for_model_input(request), RETURN_MODEL_INPUT
-            reply = await self._coalescer.predict(request, self._timeout(context.time_remaining()), suffix)
-        return self.answers.finished(reply, wanted)
+            answer = await self._coalescer.predict(request, self._timeout(context.time_remaining()), suffix)
+        self.answers.finish(answer, wanted)
+        return answer.SerializeToString()
 
     def _forwarder(self, name: str) -> Any:
         call = self._raw[name]
@@ -173,8 +174,7 @@ class Forwarder:
         """One typed prediction, named; the caller holds its admission (``admitted``) from before it read the
         request."""
         wanted = self._ask_for_input(request)
-        answer = pb.PredictResponse.FromString(
-            await self._coalescer.predict(request.SerializeToString(), self._timeout(timeout)))
+        answer = await self._coalescer.predict(request.SerializeToString(), self._timeout(timeout))
         self.answers.finish(answer, wanted)
         return answer
 
@@ -182,8 +182,7 @@ class Forwarder:
                            timeout: float | None = None) -> list[pb.PredictResponse]:
         """Typed predictions that succeed or fail together, each named; the caller holds their admission."""
         wanted = [self._ask_for_input(r) for r in requests]
-        answers = await self._coalescer.predict_many([r.SerializeToString() for r in requests], self._timeout(timeout))
-        replies = [pb.PredictResponse.FromString(answer) for answer in answers]
+        replies = await self._coalescer.predict_many([r.SerializeToString() for r in requests], self._timeout(timeout))
         for reply, asked in zip(replies, wanted, strict=True):
             self.answers.finish(reply, asked)
         return replies

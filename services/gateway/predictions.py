@@ -8,6 +8,8 @@ value), and read from them, by walking the top-level fields of the wire format, 
 
 Keeping must never slow or fail an answer: inputs go into a bounded queue that a background task writes to Redis
 in batches. A full queue (Redis slow or away) drops inputs and counts them; a Predict never waits for Redis.
+The writer lingers a moment before each write, so that a trickle of predictions is written in batches too: one
+write per prediction at concurrency 1 cost the gateway 0.19 ms of CPU a prediction, a seventh of all it spent.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ EVICTED = Counter("digits_inputs_evicted_total",
 QUEUE_ITEMS = 4096  # inputs waiting for Redis at most (about 4 MB); more are dropped
 WRITE_BATCH = 256  # inputs per write to Redis
 SETTLE_SECONDS = 1.0  # how long a correction waits for its prediction's input to reach Redis
+LINGER_SECONDS = 0.05  # how long the writer waits for more inputs before a write of less than a batch
 
 # PredictRequest.return_model_input = true: field 3, varint, 1.
 RETURN_MODEL_INPUT = bytes([(3 << 3) | 0, 1])
@@ -120,10 +123,12 @@ def batch_asking_for_inputs(request: bytes) -> tuple[bytes, list[bool]]:
 class InputKeeper:
     """Keeps inputs in Redis off the answers' path: a bounded queue, written in batches by ``run``."""
 
-    def __init__(self, store: Corrections, capacity: int = QUEUE_ITEMS, batch: int = WRITE_BATCH) -> None:
+    def __init__(self, store: Corrections, capacity: int = QUEUE_ITEMS, batch: int = WRITE_BATCH,
+                 linger: float = LINGER_SECONDS) -> None:
         self.store = store
         self._capacity = capacity
         self._batch = batch
+        self._linger = linger
         self._queue: collections.deque[KeptInput] = collections.deque()
         self._unwritten: set[str] = set()  # ids queued or being written
         self._wake = asyncio.Event()
@@ -157,6 +162,8 @@ class InputKeeper:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
+            if len(self._queue) < self._batch:
+                await asyncio.sleep(self._linger)
             self._wake.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
@@ -200,8 +207,3 @@ class Answers:
         self.keeper.keep(KeptInput(response.prediction_id, response.model_input, response.digit, response.version))
         if not wanted_input:
             response.ClearField("model_input")
-
-    def finished(self, reply: bytes, wanted_input: bool) -> bytes:
-        response = pb.PredictResponse.FromString(reply)
-        self.finish(response, wanted_input)
-        return response.SerializeToString()

@@ -57,8 +57,8 @@ def run(test: Callable[[], Any]) -> Any:
     return asyncio.run(test())
 
 
-def digit(answer: bytes) -> int:
-    return pb.PredictResponse.FromString(answer).digit
+def digit(answer: pb.PredictResponse) -> int:
+    return answer.digit
 
 
 def test_a_lone_request_leaves_at_once_and_alone() -> None:

@@ -247,3 +247,19 @@ def test_a_failing_redis_drops_the_batch_and_keeps_serving() -> None:
 
     asyncio.run(run())
     assert DROPPED.labels("redis")._value.get() - before == 1
+
+
+def test_a_trickle_of_inputs_is_written_in_one_batch() -> None:
+    store = FakeStore()
+    keeper = InputKeeper(store, linger=0.2)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        writer = asyncio.create_task(keeper.run())
+        for n in range(3):
+            keeper.keep(KeptInput(f"{n:032x}", bytes(784), 1, "v1"))
+            await asyncio.sleep(0.01)
+        await keeper.settled(f"{2:032x}")
+        writer.cancel()
+
+    asyncio.run(run())
+    assert [len(batch) for batch in store.batches] == [3]
