@@ -50,31 +50,45 @@ _UNMEASURED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class ServingInterceptor(grpc.aio.ServerInterceptor):
-    """Turns DigitsError into its status code, hides unexpected errors behind INTERNAL, counts every call."""
+    """Turns DigitsError into its status code, hides unexpected errors behind INTERNAL, counts every call.
+
+    Each method's wrapped handler is built once, on its first call, and reused: this runs on every call."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        handler = await continuation(details)
         method: str = details.method
-        if handler is None or method.startswith(_UNMEASURED):
-            return handler
-        service, _, name = method.strip("/").rpartition("/")
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, ("unary", service, name)),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, ("server_stream", service, name)),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:  # not a method of this server: nothing to keep for a name a caller made up
+                return None
+            wrapped = self._wrapped[method] = _wrap(handler, method)
+        return wrapped
+
+
+def _wrap(handler: Handler, method: str) -> Handler:
+    if method.startswith(_UNMEASURED):
         return handler
+    service, _, name = method.strip("/").rpartition("/")
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary(handler.unary_unary, ("unary", service, name)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _streaming(handler.unary_stream, ("server_stream", service, name)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 # (grpc_type, grpc_service, grpc_method)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -91,6 +93,11 @@ class Recognizer(pb_grpc.RecognizerServicer):
         ])
 
 
+@functools.lru_cache(maxsize=64)  # a few versions a replica has served, four verdicts each: bound once, not per answer
+def _verdicts(version: str, verdict: Verdict) -> Any:
+    return VERDICTS.labels(version, verdict.value)
+
+
 def _refusal(error: DigitsError) -> pb.Refusal:
     return pb.Refusal(code=error.code.value[0], message=str(error),
                       retry_after_seconds=error.retry_after_seconds or 0)
@@ -101,7 +108,7 @@ def _answer(loaded: Loaded, answers: Answers, index: int, reading: Reading, retu
     digit = int(answers.labels[index])
     probabilities = answers.probabilities[index]
     verdict = judge(answers, index, reading.marks, loaded.model.thresholds)
-    VERDICTS.labels(loaded.version, verdict.value).inc()
+    _verdicts(loaded.version, verdict).inc()
     response = pb.PredictResponse(
         digit=digit,
         confidence=float(probabilities[digit]),
