@@ -8,7 +8,9 @@ form the next batch, so batches grow with load by themselves. A lone request is 
 A lone request does not pay for the machinery either: when nothing is queued, computing, being decoded or
 deciding, and it has only a few rows, the model runs right there on the event loop (a fraction of a millisecond),
 without the two thread hand-offs a batch amortises. "Alone" is judged after one turn of the loop, so that requests
-that arrived together see each other and form a batch instead of queueing behind each other's inline calls.
+that arrived together see each other and form a batch instead of queueing behind each other's inline calls; but
+a request that finds the replica quiet (nothing arrived or finished for ``QUIET_SECONDS``) arrived with nobody and
+runs at once: that turn of the loop cost a lone call 0.2 ms of CPU, an eighth of all it cost inference.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ BATCH_ROWS = Histogram(
 
 # Rows a lone request may compute on the event loop: small enough to take well under a millisecond.
 INLINE_ROWS = 4
+# Requests that arrive together start within microseconds of each other, or while the one before them computes.
+QUIET_SECONDS = 0.0005
 
 
 @dataclass
@@ -55,6 +59,7 @@ class MicroBatcher:
         self._arriving = 0
         self._computing = False  # a batch is in the model thread
         self._deciding = 0  # requests judging whether they are alone
+        self._last_seen = 0.0  # monotonic time a request last arrived or finished computing inline
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -66,9 +71,14 @@ class MicroBatcher:
             self._arriving -= 1
 
     async def predict(self, loaded: Loaded, rows: npt.NDArray[np.float32]) -> Answers:
-        if len(rows) <= INLINE_ROWS and await self._alone():
+        now = time.monotonic()
+        quiet, self._last_seen = now - self._last_seen > QUIET_SECONDS, now
+        if len(rows) <= INLINE_ROWS and await self._alone(quiet):
             BATCH_ROWS.observe(len(rows))
-            return loaded.model.answer(rows)
+            try:
+                return loaded.model.answer(rows)
+            finally:
+                self._last_seen = time.monotonic()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._run())
         future: asyncio.Future[Answers] = asyncio.get_running_loop().create_future()
@@ -78,10 +88,13 @@ class MicroBatcher:
     def _idle(self) -> bool:
         return not self._computing and self._queue.empty() and self._arriving == 0
 
-    async def _alone(self) -> bool:
-        """True when no other request is queued, computing, being decoded or about to decide, one loop turn on."""
+    async def _alone(self, quiet: bool) -> bool:
+        """True when no other request is queued, computing, being decoded or about to decide: at once after a quiet
+        spell, else one loop turn on."""
         if not self._idle():
             return False
+        if quiet and self._deciding == 0:
+            return True
         self._deciding += 1
         try:
             await asyncio.sleep(0)  # requests that arrived with this one start and show themselves

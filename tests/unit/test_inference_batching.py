@@ -91,7 +91,7 @@ def test_abandoned_requests_are_dropped_before_the_model_runs() -> None:
     async def abandon() -> None:
         batcher = MicroBatcher(max_size=64, max_wait_seconds=0)
         served = loaded(model)
-        busy = asyncio.gather(*(batcher.predict(served, rows(1)) for _ in range(2)))
+        busy = asyncio.gather(*(batcher.predict(served, rows(*[1] * 5)) for _ in range(2)))  # too many rows to inline
         await asyncio.sleep(0.01)  # the model thread is busy with those two
         gone = [asyncio.ensure_future(batcher.predict(served, rows(2))) for _ in range(5)]
         await asyncio.sleep(0)
@@ -103,4 +103,24 @@ def test_abandoned_requests_are_dropped_before_the_model_runs() -> None:
 
     run(abandon)
     assert ABANDONED._value.get() - before == 5
-    assert sum(n for n, _ in model.calls) == 2
+    assert sum(n for n, _ in model.calls) == 10
+
+
+def test_a_request_that_finds_the_replica_quiet_runs_without_a_turn_of_the_loop() -> None:
+    turns: list[bool] = []
+
+    class Watching(CountingModel):
+        def answer(self, pixels: npt.NDArray[np.float32]) -> Answers:
+            self.after_a_turn = bool(turns)
+            return super().answer(pixels)
+
+    model = Watching()
+
+    async def lone() -> None:
+        batcher = MicroBatcher(max_size=64, max_wait_seconds=0)
+        asyncio.get_running_loop().call_soon(turns.append, True)  # runs at the loop's next turn
+        await batcher.predict(loaded(model), rows(7))
+        await batcher.close()
+
+    run(lone)
+    assert model.after_a_turn is False and len(model.calls) == 1
