@@ -1,9 +1,11 @@
 """``python -m bench.peers`` (``make bench-peers``): Digits against the servers people would pick instead.
 
     python -m bench.peers [--duration 10] [--concurrency 1,8,64] [--protocols grpc,rest] [--data SPEC]
-                          [--peers mlserver-sklearn,mlserver-digits,triton]
+                          [--peers mlserver-sklearn,mlserver-digits,triton] [--fit all|split]
 
-One run fits (or reuses) the production model as ``make bench`` does, starts Digits' stack serving it and every
+One run fits (or reuses) the production model as a retrain job promotes it (``--fit all``: refitted on every digit of
+the data, as on full MNIST; ``--fit split``: the split fit ``make bench`` serves), measures that model's CPU per
+prediction in this process at batch 64 (the yardstick of the servers' CPU), starts Digits' stack serving it and every
 peer serving the very same fitted model on free loopback ports, then drives them all with one Open Inference
 client (tritonclient's asyncio clients, ``pixels`` UINT8 [1,784], in .venv-peers) at each concurrency over gRPC
 and REST and in the open loop. It prints one table, each figure with its ratio to the best peer's, and writes
@@ -41,9 +43,10 @@ from typing import Any
 
 import joblib
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bench import load, report
-from bench.model import REPO, train_or_reuse
+from bench.model import REPO, served_after_a_full_retrain, train_or_reuse
 from bench.peers import table
 from bench.peers.table import DIGITS, PeerCell
 from bench.stack import running_stack
@@ -61,6 +64,8 @@ OPEN_LOOP_SHARE = 0.5
 START_SECONDS = 180.0
 # One BLAS thread a server, as Digits' inference replicas have (DIGITS_BLAS_THREADS defaults to 1 there).
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+YARDSTICK_BATCH = 64
+YARDSTICK_SECONDS = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocols", default="grpc,rest", help="grpc, rest or both (the open loop is gRPC)")
     parser.add_argument("--peers", default="mlserver-sklearn,mlserver-digits,triton",
                         help="which of mlserver-sklearn, mlserver-digits, triton, kserve to measure")
+    parser.add_argument("--fit", choices=("all", "split"), default="all",
+                        help="serve the production recipe refitted on every digit (as a retrain job promotes it), "
+                             "or its fit on the split's training share")
     parser.add_argument("--no-open-loop", dest="open_loop", action="store_false",
                         help="skip the open loop (every target at half the slowest target's best gRPC throughput)")
     return parser
@@ -228,11 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
 
     models = train_or_reuse(args.data)
-    production = models.production.model
+    served = served_after_a_full_retrain(args.data) if args.fit == "all" else models.production
+    production = served.model
     production.prepare()  # the fast path, as Digits serves it (it is derived state: never pickled)
-    print(f"bench.peers: serving {models.production.recipe} ({models.production.n_support_vectors:,} support "
-          f"vectors) from Digits and {', '.join(names)}; {len(protocols)} protocols x {len(concurrencies)} "
-          f"concurrencies x {args.duration:g}s per target", flush=True)
+    yardstick = in_process_cpu_ms(production, models.payload_pixels)
+    print(f"bench.peers: serving {served.recipe} ({served.n_support_vectors:,} support vectors, fitted on "
+          f"{'every digit' if args.fit == 'all' else 'the split'}) from Digits and {', '.join(names)}; in this process "
+          f"it costs {yardstick:.3f} ms of CPU a prediction at batch {YARDSTICK_BATCH}; {len(protocols)} protocols x "
+          f"{len(concurrencies)} concurrencies x {args.duration:g}s per target", flush=True)
     with tempfile.TemporaryDirectory(prefix="digits-peers-") as scratch, ExitStack() as stack:
         folder = Path(scratch)
         digit_model, pipeline = folder / "digit-model.joblib", folder / "model.joblib"
@@ -267,22 +278,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     other = [c.cell.other_cores for c in cells if c.cell.seconds > 0]
     busy = sum(other) / len(other) if other else 0.0
     print(f"\nRatios: to the best peer at the same protocol and load (lower is better but for pred/s). CPU ms/pred: "
-          f"every server process and the client. Other processes kept {busy:.2f} of {machine['cpu_count']} cores "
-          "busy on average.")
+          f"every server process and the client; server CPU: the servers alone. Other processes kept {busy:.2f} of "
+          f"{machine['cpu_count']} cores busy on average.")
+    busiest = [c for c in cells if c.target == DIGITS and c.protocol == "grpc" and not c.cell.open_loop]
+    if busiest:
+        top = max(busiest, key=lambda c: c.cell.concurrency)
+        print(f"The model in-process: {yardstick:.3f} ms of CPU a prediction at batch {YARDSTICK_BATCH}; Digits' "
+              f"servers at gRPC {top.load}: {top.serving_cpu_ms_per_prediction:.3f} ms "
+              f"({top.serving_cpu_ms_per_prediction / yardstick:.1f}x).")
     record = {
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": [sys.executable, "-m", "bench.peers", *(argv if argv is not None else sys.argv[1:])],
-        "options": vars(args), "machine": machine, "dataset": models.dataset, "recipe": models.production.recipe,
+        "options": vars(args), "machine": machine, "dataset": models.dataset, "recipe": served.recipe,
+        "n_support_vectors": served.n_support_vectors,
+        "in_process_cpu_ms_per_prediction": {"batch": YARDSTICK_BATCH, "ms": yardstick},
         "peers": {name: LABELS[name] for name in order if name in LABELS}, "failures": failures,
         "cells": [c.cell.summary() | {"target": c.target, "protocol": c.protocol, "load": c.load,
-                                      "cpu_ms_per_prediction": c.cpu_ms_per_prediction} for c in cells],
+                                      "cpu_ms_per_prediction": c.cpu_ms_per_prediction,
+                                      "serving_cpu_ms_per_prediction": c.serving_cpu_ms_per_prediction}
+                  for c in cells],
         "other_cores_mean": busy, "table_markdown": table.markdown(cells, LABELS),
     }
     json_path, png_path = write_run(record, stamp, lambda path: _draw(cells, path), prefix="peers",
                                     latest="peers-latest")
     print(f"bench.peers: wrote {json_path} and {png_path}")
     return 1 if failures and not any(c.target != DIGITS for c in cells) else 0
+
+
+def in_process_cpu_ms(model: Any, pixels: np.ndarray, batch: int = YARDSTICK_BATCH,
+                      seconds: float = YARDSTICK_SECONDS) -> float:
+    """CPU ms a prediction of ``model.answer`` on batches of ``batch`` rows in this thread, one BLAS thread, as an
+    inference replica runs it: what the servers' CPU per prediction is measured against."""
+    rows = np.ascontiguousarray(pixels[:batch], dtype=np.float32)
+    with threadpool_limits(1):
+        model.answer(rows)
+        calls, started, until = 0, time.thread_time(), time.perf_counter() + seconds
+        while time.perf_counter() < until or calls < 5:
+            model.answer(rows)
+            calls += 1
+        return (time.thread_time() - started) / (calls * len(rows)) * 1000.0
 
 
 def _draw(cells: Sequence[PeerCell], path: Path) -> None:

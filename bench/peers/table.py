@@ -17,7 +17,7 @@ from bench.writers import markdown_table, text_table
 DIGITS = "digits"
 # Lower is better for every figure but throughput.
 FIGURES = (("p50 ms", "p50_ms", min), ("p99 ms", "p99_ms", min), ("pred/s", "throughput", max),
-           ("CPU ms/pred", "cpu_ms_per_prediction", min))
+           ("CPU ms/pred", "cpu_ms_per_prediction", min), ("server CPU ms/pred", "serving_cpu_ms_per_prediction", min))
 HEADER = ("target", "protocol", "load", *(name for name, _, _ in FIGURES), "correct", "errors")
 
 
@@ -50,6 +50,12 @@ class PeerCell:
         """Machine CPU per prediction: every server process (their children too) and the client, in ms."""
         cell = self.cell
         return (cell.serving_cpu_s + cell.client_cpu_s) / cell.predictions * 1000.0 if cell.predictions else math.nan
+
+    @property
+    def serving_cpu_ms_per_prediction(self) -> float:
+        """CPU per prediction of the server processes alone (their children too), in ms."""
+        cell = self.cell
+        return cell.serving_cpu_s / cell.predictions * 1000.0 if cell.predictions else math.nan
 
     def record(self) -> dict[str, Any]:
         """JSON for the trip from the client's process to the runner's (the latencies included)."""

@@ -27,7 +27,8 @@ def test_every_figure_is_a_ratio_to_the_best_peer_at_the_same_protocol_and_load(
     assert digits[5] == "300 (2.00x)"  # 300/s against MLServer's 150
     assert digits[6] == "2.00 (0.40x)"  # (0.5 + 0.1) s / 300 against Triton's (0.5 + 0.1) s / 120
     assert mlserver[3] == "6.00 (1.20x)" and mlserver[5] == "150 (1.00x)"
-    assert triton[3] == "5.00 (1.00x)" and triton[7:] == ["99.2%", "0"]
+    assert digits[7] == "1.67 (0.40x)"  # the servers alone: 0.5 s / 300 against Triton's 0.5 s / 120
+    assert triton[3] == "5.00 (1.00x)" and triton[8:] == ["99.2%", "0"]
 
 
 def test_a_load_with_no_peer_shows_figures_without_ratios() -> None:
@@ -35,9 +36,11 @@ def test_a_load_with_no_peer_shows_figures_without_ratios() -> None:
     assert row[2:4] == ["C=64", "40.00"]
 
 
-def test_cpu_per_prediction_counts_servers_and_client() -> None:
+def test_cpu_per_prediction_counts_servers_and_client_and_the_servers_alone() -> None:
     assert peer("x", count=200, cpu=0.3).cpu_ms_per_prediction == (0.3 + 0.1) / 200 * 1000
+    assert peer("x", count=200, cpu=0.3).serving_cpu_ms_per_prediction == 0.3 / 200 * 1000
     assert math.isnan(peer("x", count=0).cpu_ms_per_prediction)
+    assert math.isnan(peer("x", count=0).serving_cpu_ms_per_prediction)
 
 
 def test_the_open_loop_runs_at_a_share_of_the_slowest_targets_best_grpc_throughput() -> None:
