@@ -180,9 +180,9 @@ class Settings(SharedSettings):
     gateway_max_in_flight: int = Field(512, description="Predict calls the gateway forwards at once; more get "
                                                         "RESOURCE_EXHAUSTED (HTTP 503)",
                                        json_schema_extra=read_by("gateway"))
-    gateway_batches_in_flight: int = Field(4, ge=1, description="`PredictEach` calls the gateway keeps in flight to "
-                                                                "inference; predictions arriving meanwhile leave "
-                                                                "together as the next one",
+    gateway_batches_in_flight: int = Field(4, ge=1, description="batches the gateway keeps in flight to inference, "
+                                                                "each slot on a stream of its own; predictions "
+                                                                "arriving meanwhile leave together as the next one",
                                            json_schema_extra=read_by("gateway"))
     gateway_max_bytes_in_flight: int = Field(64_000_000, description="request bytes the gateway holds at once; more "
                                                                      "get RESOURCE_EXHAUSTED (HTTP 503)",

@@ -40,6 +40,14 @@ HANDLED = Counter(
     "grpc_server_handled_total", "RPCs completed on the server, regardless of success or failure.",
     ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
 )
+RECEIVED = Counter(
+    "grpc_server_msg_received_total", "gRPC stream messages received on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
+SENT = Counter(
+    "grpc_server_msg_sent_total", "gRPC stream messages sent on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
 LATENCY = Histogram(
     "grpc_server_handling_seconds", "Time to answer an RPC, from receipt to the last response.",
     ["grpc_type", "grpc_service", "grpc_method"], buckets=LATENCY_BUCKETS,
@@ -88,6 +96,12 @@ def _wrap(handler: Handler, method: str) -> Handler:
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(
+            _bidi(handler.stream_stream, ("bidi_stream", service, name)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
     return handler
 
 
@@ -115,9 +129,11 @@ def _unary(behavior: Any, labels: Labels) -> Any:
 def _streaming(behavior: Any, labels: Labels) -> Any:
     async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
         started = _start(labels)
+        sent = _sent(labels)
         code = grpc.StatusCode.OK
         try:
             async for response in behavior(request, context):
+                sent.inc()
                 yield response
         except BaseException as error:
             del request  # an abort's traceback holds this frame (see _abort_for)
@@ -128,6 +144,18 @@ def _streaming(behavior: Any, labels: Labels) -> Any:
             _observe(labels, code, started)
 
     return wrapped
+
+
+def _bidi(behavior: Any, labels: Labels) -> Any:
+    """A stream of requests answered by a stream of responses: counted and mapped as a server stream is, and its
+    requests counted as they arrive."""
+    async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        received = _received(labels)
+        async for request in requests:
+            received.inc()
+            yield request
+
+    return _streaming(lambda requests, context: behavior(counted(requests), context), labels)
 
 
 def _code_for(error: BaseException, context: Context) -> grpc.StatusCode:
@@ -194,6 +222,16 @@ def _handled(labels: Labels, code: str) -> Any:
 
 
 @functools.cache
+def _received(labels: Labels) -> Any:
+    return RECEIVED.labels(*labels)
+
+
+@functools.cache
+def _sent(labels: Labels) -> Any:
+    return SENT.labels(*labels)
+
+
+@functools.cache
 def _histogram(labels: Labels) -> Any:
     return LATENCY.labels(*labels)
 
@@ -243,10 +281,11 @@ async def set_serving(servicer: health.aio.HealthServicer, names: Iterable[str],
 
 
 async def serve_until_signalled(
-    server: grpc.aio.Server, servicer: health.aio.HealthServicer, grace_seconds: float, notice_seconds: float
+    server: grpc.aio.Server, servicer: health.aio.HealthServicer, grace_seconds: float, notice_seconds: float,
+    draining: asyncio.Event | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT; then report NOT_SERVING, and after ``notice_seconds`` refuse new calls and
-    drain the ones in flight for up to ``grace_seconds``.
+    """Run until SIGTERM/SIGINT; then report NOT_SERVING (and set ``draining``, for long-lived streams to end),
+    and after ``notice_seconds`` refuse new calls and drain the ones in flight for up to ``grace_seconds``.
 
     The notice matters: clients that watch health (the gateway does) move new calls elsewhere first; a call
     that reached a server already shutting down would be cancelled, which no client retries.
@@ -258,6 +297,8 @@ async def serve_until_signalled(
     await stop.wait()
     log.info("stopping: not serving, draining", extra={"grace_seconds": grace_seconds})
     await servicer.enter_graceful_shutdown()
+    if draining is not None:
+        draining.set()
     await asyncio.sleep(notice_seconds)
     await server.stop(grace_seconds)
     log.info("stopped")

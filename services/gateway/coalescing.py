@@ -27,34 +27,23 @@ import grpc
 
 from digits.errors import DeadlineExceeded, Refused
 from digits.v1 import recognizer_pb2 as pb
+from services.gateway.wire import length_prefix
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _REQUESTS_FIELD = 1  # PredictEachRequest.requests
-_LENGTH_DELIMITED = 2
 
 
 class UpstreamCall(Protocol):
-    """What a call to PredictEach returns (a grpc.aio call): awaitable for the reply's bytes, cancellable."""
+    """What sending a batch returns (``streaming.Upstream``): awaitable for the reply, cancellable."""
 
-    def __await__(self) -> Generator[Any, None, bytes]: ...
+    def __await__(self) -> Generator[Any, None, pb.PredictEachResponse]: ...
 
     def done(self) -> bool: ...
 
     def cancel(self) -> bool: ...
 
 
-CallEach = Callable[..., UpstreamCall]  # (payload, timeout=..., wait_for_ready=...) -> call
-
-
-def _framed(request: bytes, suffix: bytes = b"") -> list[bytes]:
-    """One ``requests`` entry of a PredictEachRequest: the field's key, the length as a varint, the bytes (and any
-    fields appended to them), as parts to join: the request is copied once, into the batch."""
-    length, varint = len(request) + len(suffix), bytearray()
-    while length > 0x7F:
-        varint.append((length & 0x7F) | 0x80)
-        length >>= 7
-    varint.append(length)
-    return [bytes([(_REQUESTS_FIELD << 3) | _LENGTH_DELIMITED]) + bytes(varint), request, suffix]
+SendBatch = Callable[..., UpstreamCall]  # (payload, timeout=...) -> call
 
 
 @dataclass
@@ -66,8 +55,8 @@ class _Waiting:
 
 
 class Coalescer:
-    def __init__(self, call_each: CallEach, max_upstream: int, max_items: int) -> None:
-        self._call_each = call_each
+    def __init__(self, send_batch: SendBatch, max_upstream: int, max_items: int) -> None:
+        self._send_batch = send_batch
         self._max_upstream = max_upstream
         self._max_items = max_items
         self._waiting: list[_Waiting] = []
@@ -140,8 +129,9 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         try:
             timeout = max(w.deadline for w in batch) - loop.time()
-            payload = b"".join(part for w in batch for part in _framed(w.request, w.suffix))
-            call = self._call_each(payload, timeout=max(timeout, 0.001), wait_for_ready=True)
+            payload = b"".join(part for w in batch for part in (
+                length_prefix(_REQUESTS_FIELD, len(w.request) + len(w.suffix)), w.request, w.suffix))
+            call = self._send_batch(payload, timeout=max(timeout, 0.001))
             _cancel_when_all_gone(call, batch)
             try:
                 reply = await call
@@ -149,7 +139,7 @@ class Coalescer:
                 for waiting in batch:
                     _settle(waiting, error=error)
                 return
-            outcomes = pb.PredictEachResponse.FromString(reply).outcomes
+            outcomes = reply.outcomes
             for waiting, outcome in zip(batch, outcomes, strict=True):
                 if outcome.HasField("response"):
                     _settle(waiting, answer=outcome.response)

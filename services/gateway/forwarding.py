@@ -4,7 +4,8 @@ One channel serves every call. Its service config balances round-robin over ever
 ``INFERENCE_TARGET`` resolves to, retries UNAVAILABLE on another replica, and watches replica health
 so that a draining replica gets no new calls. The caller's deadline travels with the call.
 
-Single predictions (gRPC ``Predict``, HTTP, Open Inference items) travel in batches (``coalescing.py``);
+Single predictions (gRPC ``Predict``, HTTP, Open Inference items) travel in batches (``coalescing.py``), on
+long-lived streams where they can and by unary ``PredictEach`` where they cannot (``streaming.py``);
 ``PredictBatch`` and ``PredictEach`` calls are batches already and are forwarded as they are. Every answer leaves
 with a prediction id, and its input is kept when keeping is on (``predictions.py``).
 """
@@ -22,18 +23,21 @@ from prometheus_client import Counter
 from digits.errors import Overloaded, Unavailable
 from digits.platform.rpc import Context
 from digits.settings import Settings
+from digits.v1 import batch_stream_pb2 as bs
 from digits.v1 import recognizer_pb2 as pb
 from services.gateway.coalescing import Coalescer
 from services.gateway.predictions import (
     RETURN_MODEL_INPUT,
     Answers,
     InputKeeper,
-    WireError,
     asks_for_model_input,
     batch_asking_for_inputs,
 )
+from services.gateway.streaming import Upstream
+from services.gateway.wire import WireError
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+BATCH_STREAM = bs.DESCRIPTOR.services_by_name["BatchStream"].full_name
 # What predictions answer while no model exists anywhere (a fresh cluster, an empty registry).
 NO_MODEL = ("no model is active yet; train one: `digits retrain --wait` (on Kubernetes the bootstrap Job does, "
             "deploy/k8s/bootstrap.yaml)")
@@ -97,8 +101,12 @@ class Forwarder:
         self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
             name: channel.unary_unary(f"/{SERVICE}/{name}") for name in ("PredictBatch", "PredictEach")
         }
-        self._coalescer = Coalescer(self._raw["PredictEach"], settings.gateway_batches_in_flight,
-                                    settings.max_batch_items)
+        upstream = Upstream(
+            channel.stream_stream(f"/{BATCH_STREAM}/PredictEach", response_deserializer=bs.StreamedOutcomes.FromString),
+            channel.unary_unary(f"/{SERVICE}/PredictEach", response_deserializer=pb.PredictEachResponse.FromString),
+            settings.gateway_batches_in_flight,
+        )
+        self._coalescer = Coalescer(upstream, settings.gateway_batches_in_flight, settings.max_batch_items)
 
     def handler(self) -> grpc.GenericRpcHandler:
         methods = {"Predict": self._forward_predict, **{name: self._forwarder(name) for name in self._raw}}

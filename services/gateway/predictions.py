@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Iterator
 
 import redis
 from prometheus_client import Counter
 
 from digits.platform.corrections import Corrections, KeptInput, new_prediction_id
 from digits.v1 import recognizer_pb2 as pb
+from services.gateway.wire import LEN, VARINT, WireError, fields, length_prefix
 
 log = logging.getLogger(__name__)
 
@@ -40,69 +40,16 @@ LINGER_SECONDS = 0.05  # how long the writer waits for more inputs before a writ
 
 # PredictRequest.return_model_input = true: field 3, varint, 1.
 RETURN_MODEL_INPUT = bytes([(3 << 3) | 0, 1])
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _REQUESTS_FIELD = 1  # PredictBatchRequest.requests and PredictEachRequest.requests
-
-
-class WireError(ValueError):
-    """Bytes that are not a well-formed protobuf message: forwarded as they are, for inference to refuse."""
-
-
-def _varint(data: memoryview, offset: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if offset >= len(data) or shift > 63:
-            raise WireError("truncated varint")
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, offset
-        shift += 7
-
-
-def _fields(data: memoryview) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, value, end) of each top-level field; for LEN fields ``value`` is where the bytes
-    start, for varints the value itself."""
-    offset = 0
-    while offset < len(data):
-        key, offset = _varint(data, offset)
-        number, kind = key >> 3, key & 7
-        if kind == _VARINT:
-            value, offset = _varint(data, offset)
-            yield number, kind, value, offset
-        elif kind == _LEN:
-            length, start = _varint(data, offset)
-            offset = start + length
-            if offset > len(data):
-                raise WireError("truncated field")
-            yield number, kind, start, offset
-        elif kind in (_I64, _I32):
-            offset += 8 if kind == _I64 else 4
-            if offset > len(data):
-                raise WireError("truncated field")
-            yield number, kind, 0, offset
-        else:
-            raise WireError(f"wire type {kind}")
 
 
 def asks_for_model_input(request: bytes | memoryview) -> bool:
     """Whether a serialized PredictRequest sets ``return_model_input`` (the last occurrence wins)."""
     asked = False
-    for number, kind, value, _ in _fields(memoryview(request)):
-        if number == 3 and kind == _VARINT:
+    for number, kind, value, _ in fields(memoryview(request)):
+        if number == 3 and kind == VARINT:
             asked = value != 0
     return asked
-
-
-def _framed(item: memoryview) -> list[bytes | memoryview]:
-    """One ``requests`` entry that also asks for the model's input: key, length, the item's bytes, the flag."""
-    length, varint = len(item) + len(RETURN_MODEL_INPUT), bytearray()
-    while length > 0x7F:
-        varint.append((length & 0x7F) | 0x80)
-        length >>= 7
-    varint.append(length)
-    return [bytes([(_REQUESTS_FIELD << 3) | _LEN]) + bytes(varint), item, RETURN_MODEL_INPUT]
 
 
 def batch_asking_for_inputs(request: bytes) -> tuple[bytes, list[bool]]:
@@ -111,12 +58,12 @@ def batch_asking_for_inputs(request: bytes) -> tuple[bytes, list[bool]]:
     data = memoryview(request)
     parts: list[bytes | memoryview] = []
     asked = []
-    for number, kind, start, end in _fields(data):
-        if number != _REQUESTS_FIELD or kind != _LEN:
+    for number, kind, start, end in fields(data):
+        if number != _REQUESTS_FIELD or kind != LEN:
             raise WireError(f"unexpected field {number}")
         item = data[start:end]
         asked.append(asks_for_model_input(item))
-        parts += _framed(item)
+        parts += [length_prefix(_REQUESTS_FIELD, len(item) + len(RETURN_MODEL_INPUT)), item, RETURN_MODEL_INPUT]
     return b"".join(parts), asked
 
 

@@ -22,15 +22,19 @@ from digits.platform.redis_connection import connect_async
 from digits.platform.registry import Registry
 from digits.platform.rpc import Context
 from digits.settings import Settings, get_settings
+from digits.v1 import batch_stream_pb2 as bs
+from digits.v1 import batch_stream_pb2_grpc as bs_grpc
 from digits.v1 import recognizer_pb2 as pb
 from digits.v1 import recognizer_pb2_grpc as pb_grpc
 from services.inference.active_model import Loaded, ModelFollower
 from services.inference.batching import MicroBatcher
 from services.inference.decoding import Decoder, Reading
+from services.inference.streaming import BatchStreamer, refusal_for
 
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+BATCH_STREAM = bs.DESCRIPTOR.services_by_name["BatchStream"].full_name
 # Calls a replica holds at once (each up to one message of DIGITS_MAX_IMAGE_BYTES): beyond, gRPC refuses them
 # before reading their bytes. Replicas are reached only through gateways, which bound their own bytes in flight.
 MAX_CONCURRENT_CALLS = 256
@@ -75,6 +79,11 @@ class Recognizer(pb_grpc.RecognizerServicer):
 
 
     async def PredictEach(self, request: pb.PredictEachRequest, context: Context) -> pb.PredictEachResponse:
+        return await self.predict_each(request)
+
+    async def predict_each(self, request: pb.PredictEachRequest) -> pb.PredictEachResponse:
+        """Each request answered or refused on its own; the call as a whole is refused only when it has too many
+        items or the replica no model (a unary PredictEach, or a batch on a gateway's stream)."""
         items = request.requests
         if len(items) > self._settings.max_batch_items:
             raise TooLarge(f"the call has {len(items)} items; the limit is {self._settings.max_batch_items}")
@@ -88,7 +97,7 @@ class Recognizer(pb_grpc.RecognizerServicer):
             for position, (index, reading) in enumerate(readable):
                 responses[index] = _answer(loaded, answers, position, reading, items[index].return_model_input)
         return pb.PredictEachResponse(outcomes=[
-            pb.PredictOutcome(refusal=_refusal(reading)) if isinstance(reading, DigitsError)
+            pb.PredictOutcome(refusal=refusal_for(reading)) if isinstance(reading, DigitsError)
             else pb.PredictOutcome(response=responses[index]) for index, reading in enumerate(readings)
         ])
 
@@ -96,11 +105,6 @@ class Recognizer(pb_grpc.RecognizerServicer):
 @functools.lru_cache(maxsize=64)  # a few versions a replica has served, four verdicts each: bound once, not per answer
 def _verdicts(version: str, verdict: Verdict) -> Any:
     return VERDICTS.labels(version, verdict.value)
-
-
-def _refusal(error: DigitsError) -> pb.Refusal:
-    return pb.Refusal(code=error.code.value[0], message=str(error),
-                      retry_after_seconds=error.retry_after_seconds or 0)
 
 
 def _answer(loaded: Loaded, answers: Answers, index: int, reading: Reading, return_input: bool) -> pb.PredictResponse:
@@ -140,7 +144,7 @@ async def main() -> None:
 
     server = rpc.create_server(settings.max_message_bytes, settings.max_connection_age_seconds,
                                max_concurrent_rpcs=MAX_CONCURRENT_CALLS)
-    health = rpc.add_health_and_reflection(server, [SERVICE])
+    health = rpc.add_health_and_reflection(server, [SERVICE, BATCH_STREAM])
     # The process is alive at once (liveness: ""); it is ready for Recognizer calls once a model is loaded.
     await rpc.set_serving(health, [""], True)
     await rpc.set_serving(health, [SERVICE], False)
@@ -153,7 +157,10 @@ async def main() -> None:
                              settings.replica_report_seconds, on_swap)
     batcher = MicroBatcher(settings.batch_max_size, settings.batch_max_wait_ms / 1000.0)
     decoder = Decoder(settings)
-    pb_grpc.add_RecognizerServicer_to_server(Recognizer(follower, batcher, decoder, settings), server)
+    recognizer = Recognizer(follower, batcher, decoder, settings)
+    pb_grpc.add_RecognizerServicer_to_server(recognizer, server)
+    draining = asyncio.Event()  # set when the replica stops serving: gateways' streams end, their batches go elsewhere
+    bs_grpc.add_BatchStreamServicer_to_server(BatchStreamer(recognizer.predict_each, draining), server)
     address = f"{settings.bind_host}:{settings.inference_port}"
     server.add_insecure_port(address)
     if settings.metrics_port:
@@ -164,7 +171,7 @@ async def main() -> None:
 
     following = asyncio.create_task(follower.run())
     await rpc.serve_until_signalled(server, health, settings.shutdown_grace_seconds,
-                                    settings.shutdown_notice_seconds)
+                                    settings.shutdown_notice_seconds, draining)
     following.cancel()
     await follower.say_goodbye()
     await batcher.close()

@@ -26,10 +26,10 @@ class FakeEach:
         self.batches: list[int] = []
         self.cancelled = 0
 
-    def __call__(self, payload: bytes, timeout: float, wait_for_ready: bool) -> Any:
+    def __call__(self, payload: bytes, timeout: float) -> Any:
         return asyncio.ensure_future(self._answer(payload))
 
-    async def _answer(self, payload: bytes) -> bytes:
+    async def _answer(self, payload: bytes) -> pb.PredictEachResponse:
         requests = pb.PredictEachRequest.FromString(payload).requests
         self.batches.append(len(requests))
         try:
@@ -46,7 +46,7 @@ class FakeEach:
             else:
                 outcomes.append(pb.PredictOutcome(refusal=pb.Refusal(code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
                                                                      message="no pixels")))
-        return pb.PredictEachResponse(outcomes=outcomes).SerializeToString()
+        return pb.PredictEachResponse(outcomes=outcomes)
 
 
 def request(digit: int) -> bytes:

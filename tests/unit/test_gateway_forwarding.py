@@ -5,8 +5,10 @@ and the prediction id on every answer, with the model's input kept (and left out
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 import redis
 
@@ -21,29 +23,50 @@ DEFAULT, MAXIMUM = 10.0, 30.0
 
 
 class FakeChannel:
-    """Records each raw call (method, timeout, payload); answers as a replica does: digit = first pixel, and the
-    model's input (every pixel the first's value) when asked for it."""
+    """Records each unary call (method, timeout, payload); answers as a replica does: digit = first pixel, and the
+    model's input (every pixel the first's value) when asked for it. It has no batch stream (as a replica from
+    before streams): every coalesced batch goes by unary PredictEach (streams: test_gateway_streaming.py)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, float]] = []
         self.payloads: list[bytes] = []
 
-    def unary_unary(self, path: str) -> Any:
+    def unary_unary(self, path: str, response_deserializer: Callable[[bytes], Any] | None = None) -> Any:
         method = path.rsplit("/", 1)[1]
 
         def call(payload: bytes, timeout: float, wait_for_ready: bool) -> Any:
             self.calls.append((method, timeout))
             self.payloads.append(payload)
-            return asyncio.ensure_future(self._answer(method, payload))
+            return asyncio.ensure_future(self._answer(method, payload, response_deserializer))
 
         return call
 
-    async def _answer(self, method: str, payload: bytes) -> bytes:
+    def stream_stream(self, path: str, response_deserializer: Callable[[bytes], Any]) -> Any:
+        return NoStream
+
+    async def _answer(self, method: str, payload: bytes,
+                      deserializer: Callable[[bytes], Any] | None) -> bytes | pb.PredictEachResponse:
         requests = pb.PredictEachRequest.FromString(payload).requests  # the same wire format as PredictBatch's
         answers = [answer(r) for r in requests]
         if method == "PredictBatch":
-            return pb.PredictBatchResponse(responses=answers).SerializeToString()
-        return pb.PredictEachResponse(outcomes=[pb.PredictOutcome(response=a) for a in answers]).SerializeToString()
+            reply = pb.PredictBatchResponse(responses=answers).SerializeToString()
+        else:
+            outcomes = [pb.PredictOutcome(response=a) for a in answers]
+            reply = pb.PredictEachResponse(outcomes=outcomes).SerializeToString()
+        return deserializer(reply) if deserializer is not None else reply
+
+
+class NoStream:
+    """A BatchStream call to a replica that does not serve it: UNIMPLEMENTED."""
+
+    def __aiter__(self) -> NoStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+    async def write(self, message: bytes) -> None:
+        raise asyncio.InvalidStateError("the call is done")
 
 
 def answer(request: pb.PredictRequest) -> pb.PredictResponse:

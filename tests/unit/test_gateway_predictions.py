@@ -9,10 +9,10 @@ from digits.v1 import recognizer_pb2 as pb
 from services.gateway.predictions import (
     RETURN_MODEL_INPUT,
     Answers,
-    WireError,
     asks_for_model_input,
     batch_asking_for_inputs,
 )
+from services.gateway.wire import WireError
 
 IMAGE = bytes(range(256)) * 300  # a long bytes field: skipped by its length, never looked into
 

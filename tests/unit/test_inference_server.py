@@ -21,7 +21,8 @@ from digits.v1 import recognizer_pb2 as pb
 from services.inference.active_model import Loaded
 from services.inference.batching import MicroBatcher
 from services.inference.decoding import Decoder
-from services.inference.server import Recognizer, _answer, _refusal
+from services.inference.server import Recognizer, _answer
+from services.inference.streaming import refusal_for
 
 
 class StandInModel:
@@ -120,10 +121,10 @@ def test_a_model_without_scores_answers_digit_with_its_scores_unset() -> None:
 
 
 def test_a_refusal_carries_the_code_the_message_and_a_retry_hint_if_any() -> None:
-    refusal = _refusal(InvalidInput("item 2 is not an image"))
+    refusal = refusal_for(InvalidInput("item 2 is not an image"))
     assert (refusal.code, refusal.message, refusal.retry_after_seconds) == (
         grpc.StatusCode.INVALID_ARGUMENT.value[0], "item 2 is not an image", 0)
-    busy = _refusal(Overloaded("too many pixels in flight"))
+    busy = refusal_for(Overloaded("too many pixels in flight"))
     assert busy.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and busy.retry_after_seconds == 1
 
 

@@ -33,6 +33,11 @@ async def _stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
         yield request
 
 
+async def _bidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield request * 2
+
+
 def _value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, {"grpc_service": SERVICE, **labels}) or 0.0
 
@@ -42,6 +47,7 @@ async def _call_each_kind() -> None:
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary, _identity, _identity),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream, _identity, _identity),
+        "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, _identity, _identity),
     })])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -54,13 +60,17 @@ async def _call_each_kind() -> None:
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             stream = channel.unary_stream(f"/{SERVICE}/Stream", _identity, _identity)
             assert [m async for m in stream(b"x", timeout=5)] == [b"x"] * 3
+            bidi = channel.stream_stream(f"/{SERVICE}/Bidi", _identity, _identity)
+            assert [m async for m in bidi(iter([b"a", b"b"]), timeout=5)] == [b"aa", b"bb"]
     finally:
         await server.stop(None)
 
 
 def test_calls_are_counted_when_started_and_handled_with_type_service_method_and_code() -> None:
+    """And the messages of streams, as py-grpc-prometheus counts them."""
     unary = {"grpc_type": "unary", "grpc_method": "Unary"}
     stream = {"grpc_type": "server_stream", "grpc_method": "Stream"}
+    bidi = {"grpc_type": "bidi_stream", "grpc_method": "Bidi"}
     before = {
         "started": _value("grpc_server_started_total", **unary),
         "ok": _value("grpc_server_handled_total", grpc_code="OK", **unary),
@@ -68,6 +78,10 @@ def test_calls_are_counted_when_started_and_handled_with_type_service_method_and
         "timed": _value("grpc_server_handling_seconds_count", **unary),
         "stream": _value("grpc_server_handled_total", grpc_code="OK", **stream),
         "stream started": _value("grpc_server_started_total", **stream),
+        "stream sent": _value("grpc_server_msg_sent_total", **stream),
+        "bidi": _value("grpc_server_handled_total", grpc_code="OK", **bidi),
+        "bidi received": _value("grpc_server_msg_received_total", **bidi),
+        "bidi sent": _value("grpc_server_msg_sent_total", **bidi),
     }
     asyncio.run(_call_each_kind())
     assert _value("grpc_server_started_total", **unary) == before["started"] + 2
@@ -76,6 +90,10 @@ def test_calls_are_counted_when_started_and_handled_with_type_service_method_and
     assert _value("grpc_server_handling_seconds_count", **unary) == before["timed"] + 2
     assert _value("grpc_server_handled_total", grpc_code="OK", **stream) == before["stream"] + 1
     assert _value("grpc_server_started_total", **stream) == before["stream started"] + 1
+    assert _value("grpc_server_msg_sent_total", **stream) == before["stream sent"] + 3
+    assert _value("grpc_server_handled_total", grpc_code="OK", **bidi) == before["bidi"] + 1
+    assert _value("grpc_server_msg_received_total", **bidi) == before["bidi received"] + 2
+    assert _value("grpc_server_msg_sent_total", **bidi) == before["bidi sent"] + 2
 
 
 async def _refuse_and_keep(request: bytes, context: Any) -> bytes:
