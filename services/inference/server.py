@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import prometheus_client
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from threadpoolctl import threadpool_limits
 
 from digits import logs
@@ -40,6 +40,8 @@ BATCH_STREAM = bs.DESCRIPTOR.services_by_name["BatchStream"].full_name
 MAX_CONCURRENT_CALLS = 256
 VERDICTS = Counter("digits_verdicts_total", "Answers by the version that gave them and their verdict.",
                    ["version", "verdict"])
+BATCH_SECONDS = Histogram("digits_batch_seconds", "Time to answer a batch from a gateway (PredictEach, on a stream "
+                          "or by unary call), from reading it to its answer.", buckets=rpc.LATENCY_BUCKETS)
 _VERDICTS_ON_THE_WIRE = {
     Verdict.DIGIT: pb.VERDICT_DIGIT, Verdict.UNSURE: pb.VERDICT_UNSURE, Verdict.NOT_A_DIGIT: pb.VERDICT_NOT_A_DIGIT,
     Verdict.SEVERAL: pb.VERDICT_SEVERAL,
@@ -77,13 +79,16 @@ class Recognizer(pb_grpc.RecognizerServicer):
             for index, (item, reading) in enumerate(zip(items, readings, strict=True))
         ])
 
-
     async def PredictEach(self, request: pb.PredictEachRequest, context: Context) -> pb.PredictEachResponse:
         return await self.predict_each(request)
 
     async def predict_each(self, request: pb.PredictEachRequest) -> pb.PredictEachResponse:
         """Each request answered or refused on its own; the call as a whole is refused only when it has too many
         items or the replica no model (a unary PredictEach, or a batch on a gateway's stream)."""
+        with BATCH_SECONDS.time():
+            return await self._predict_each(request)
+
+    async def _predict_each(self, request: pb.PredictEachRequest) -> pb.PredictEachResponse:
         items = request.requests
         if len(items) > self._settings.max_batch_items:
             raise TooLarge(f"the call has {len(items)} items; the limit is {self._settings.max_batch_items}")

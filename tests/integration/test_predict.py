@@ -133,6 +133,7 @@ def test_predicts_reach_inference_on_batch_streams(stack: LocalStack,
     streamed = replicas_metric(stack, "grpc_server_msg_received_total", grpc_service="digits.v1.BatchStream")
     unary = replicas_metric(stack, "grpc_server_handled_total", grpc_service="digits.v1.Recognizer",
                             grpc_method="PredictEach")
+    timed = replicas_metric(stack, "digits_batch_seconds_count")
     time.sleep(1.5)  # past the back-off of a slot whose stream met a replica still starting
     for row in pixels:
         recognizer.Predict(pb.PredictRequest(pixels=pb.Pixels(values=row.tolist())), timeout=10)
@@ -143,6 +144,7 @@ def test_predicts_reach_inference_on_batch_streams(stack: LocalStack,
     print(f"[batch streams] 16 Predict calls one after another: {streamed:.0f} batches on streams "
           f"({streams:.0f} opened), {unary:.0f} by unary call")
     assert streamed == 16 and unary == 0 and streams <= 4
+    assert replicas_metric(stack, "digits_batch_seconds_count") - timed == 16  # the dashboard's batch latency
 
 
 def test_concurrent_predicts_travel_in_batches_and_keep_their_own_answers(
