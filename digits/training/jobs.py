@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue
-from rq.exceptions import DeserializationError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -90,8 +90,20 @@ def fetch(job_id: str, connection: Redis) -> TrustedJob:
 
 
 def fetch_many(job_ids: list[str], connection: Redis) -> list[TrustedJob]:
-    return [j for j in TrustedJob.fetch_many(job_ids, connection=connection, serializer=SERIALIZER)
-            if isinstance(j, TrustedJob)]
+    """The jobs that still exist, in order. RQ's own fetch_many fails the whole list on one husk (a hash RQ left
+    holding only a status after the job itself expired); then each is fetched alone and the husks are skipped."""
+    try:
+        found = TrustedJob.fetch_many(job_ids, connection=connection, serializer=SERIALIZER)
+    except NoSuchJobError:
+        found = [_fetch_or_none(job_id, connection) for job_id in job_ids]
+    return [j for j in found if isinstance(j, TrustedJob)]
+
+
+def _fetch_or_none(job_id: str, connection: Redis) -> TrustedJob | None:
+    try:
+        return fetch(job_id, connection)
+    except NoSuchJobError:
+        return None
 
 
 def candidate_job_id(group: str, name: str) -> str:

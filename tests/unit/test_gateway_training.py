@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -105,6 +106,18 @@ def test_jobs_are_listed_newest_first_up_to_the_limit(redis_client: redis.Redis)
     listed = call(training.ListJobs(pb.ListJobsRequest(limit=2), AS_ADMIN))  # type: ignore[arg-type]
     assert [j.id for j in listed.jobs] == ids[::-1][:2]
     assert call(training.GetJob(pb.GetJobRequest(id=ids[0]), AS_TRAINER)).id == ids[0]  # type: ignore[arg-type]
+
+
+def test_a_job_left_as_a_husk_is_not_listed_nor_does_it_hide_the_others(redis_client: redis.Redis) -> None:
+    """RQ may leave a job's hash holding only its status after the job expired; listing answered INTERNAL."""
+    training = Training(redis_client, SETTINGS)
+    kept = call(training.Retrain(pb.RetrainRequest(seed=1), AS_ADMIN)).id  # type: ignore[arg-type]
+    redis_client.zadd(jobs.JOBS_KEY, {"husk": time.time() + 1})
+    redis_client.hset("rq:job:husk", mapping={"status": "finished"})
+    listed = call(training.ListJobs(pb.ListJobsRequest(), AS_ADMIN))  # type: ignore[arg-type]
+    assert [j.id for j in listed.jobs] == [kept]
+    with pytest.raises(NotFound, match="no job 'husk'"):
+        call(training.GetJob(pb.GetJobRequest(id="husk"), AS_ADMIN))  # type: ignore[arg-type]
 
 
 def test_unknown_jobs_are_not_found_and_reading_jobs_needs_a_token(redis_client: redis.Redis) -> None:
